@@ -1,0 +1,102 @@
+"""The `arith` recipe: ReST-EM on two-step arithmetic word problems with a binary numeric verifier.
+
+The policy (a tiny GPT-2 trained from scratch by bootstrap) must write `a+b=c c-d=e`; the reward is 1
+when the last number equals the reference answer. Train, validation and test problems are disjoint.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from ..data import Example, write_examples
+
+NAMES = ["Ann", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal"]
+THINGS = ["apples", "coins", "books", "pens", "cards", "shells"]
+
+
+def problem(rng: random.Random) -> tuple[str, str]:
+    a, b = rng.randint(10, 59), rng.randint(10, 39)
+    d = rng.randint(1, a + b - 1)
+    who, what = rng.choice(NAMES), rng.choice(THINGS)
+    src = f"{who} has {a} {what}, gets {b} more and gives away {d}. How many {what} now?"
+    return src, f"{a}+{b}={a + b} {a + b}-{d}={a + b - d}"
+
+
+def make_splits(seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, list[Example]]:
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    splits: dict[str, list[Example]] = {}
+    for split, n in (("train", n_train), ("validation", n_val), ("test", n_test)):
+        rows = []
+        while len(rows) < n:
+            src, ref = problem(rng)
+            if src not in seen:
+                seen.add(src)
+                rows.append(Example(str(len(rows)), src, ref))
+        splits[split] = rows
+    return splits
+
+
+TOML = """\
+# ReST-EM on arithmetic word problems (Singh et al.): binary reward, one Improve per Grow,
+# every Improve fine-tunes the base (bootstrapped) policy from scratch on the correct samples.
+name = "arith"
+mode = "rest-em"
+seed = 0
+
+[policy]
+prompt_template = "{{source}} => "
+
+[policy.scratch]
+n_layer = 2
+n_head = 4
+n_embd = 128
+vocab_size = 320
+max_length = 64
+
+[policy.bootstrap]
+epochs = {bc_epochs}
+lr = 2e-3
+batch_size = 32
+
+[data]
+train = "train.jsonl"
+validation = "validation.jsonl"
+test = "test.jsonl"
+
+[reward]
+kind = "numeric"
+
+[grow]
+samples_per_source = {k}
+temperature = 0.8
+max_new_tokens = 24
+batch_size = 256
+shard_sources = 256
+
+[improve]
+lr = 1e-3
+epochs = {epochs}
+batch_size = 32
+eval_every = 40
+patience = 3
+
+[eval]
+best_of_n = [1, 2, 4, 8]
+max_sources = {max_eval}
+
+[stop]
+max_grow_steps = {grows}
+"""
+
+
+def prepare(out: Path, small: bool = False) -> Path:
+    n_train, n_val, n_test = (600, 100, 100) if small else (2000, 200, 300)
+    for split, exs in make_splits(seed=7, n_train=n_train, n_val=n_val, n_test=n_test).items():
+        write_examples(out / f"{split}.jsonl", exs)
+    params = dict(bc_epochs=3 if small else 4, k=4 if small else 8, epochs=2, grows=1 if small else 2,
+                  max_eval=100 if small else 300)
+    path = out / "campaign.toml"
+    path.write_text(TOML.format(**params))
+    return path

@@ -1,0 +1,58 @@
+"""Rewards for ReST campaigns: verifiers, Python callables, HF sequence classifiers and MiniLM heads,
+all behind one batched interface (RewardModel.score) and checked by checked_scores.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import RewardError, RewardModel, checked_scores, hash_dir, hash_source
+from .verifiers import ChrF, ExactMatch, NumericAnswer, chrf, exact_match, extract_answer, numeric_match
+
+if TYPE_CHECKING:
+    from engine.config import RewardConfig
+
+__all__ = [
+    "ChrF",
+    "ExactMatch",
+    "NumericAnswer",
+    "RewardError",
+    "RewardModel",
+    "checked_scores",
+    "chrf",
+    "exact_match",
+    "extract_answer",
+    "hash_dir",
+    "hash_source",
+    "load_reward",
+    "numeric_match",
+]
+
+
+def load_reward(cfg: RewardConfig, device: str | None = None) -> RewardModel:
+    """The reward a config names; FileNotFoundError or RewardError (naming the path or spec) if it cannot load."""
+    kind = cfg.kind
+    if kind == "exact_match":
+        return ExactMatch(cfg.batch_size)
+    if kind == "numeric":
+        return NumericAnswer(cfg.batch_size)
+    if kind == "chrf":  # not a config kind yet; here so callers can build one from a RewardConfig-like object
+        return ChrF(cfg.batch_size)
+    if kind == "callable":
+        # Imported lazily: the model-backed providers pull in torch and transformers, verifiers need neither.
+        from .callable import CallableReward
+
+        if not cfg.function:
+            raise RewardError("reward kind 'callable' needs reward.function = 'module:function'")
+        return CallableReward(cfg.function, cfg.batch_size)
+    if kind in ("hf", "minilm"):
+        if not cfg.path:
+            raise RewardError(f"reward kind {kind!r} needs reward.path (a model directory)")
+        if kind == "hf":
+            from .hf import HFSequenceClassificationReward
+
+            return HFSequenceClassificationReward(cfg.path, cfg.batch_size, device)
+        from .minilm import MiniLMReward
+
+        return MiniLMReward(cfg.path, cfg.batch_size, device)
+    raise RewardError(f"unknown reward kind {kind!r}")

@@ -1,0 +1,349 @@
+"""The DuckDB store: the only module that speaks SQL. One read-write process owns the file.
+
+Every value goes through `?` placeholders; each thread uses its own cursor. Samples are appended from
+immutable Parquet shards inside a transaction that also records the shard id, so ingesting the same
+shard twice is a no-op. The schema is documented in docs/SCHEMA.md.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS event_seq;
+CREATE TABLE IF NOT EXISTS campaigns (
+    id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, mode VARCHAR NOT NULL, state VARCHAR NOT NULL,
+    stop_reason VARCHAR, config JSON NOT NULL, run_dir VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id BIGINT DEFAULT nextval('event_seq') PRIMARY KEY, campaign_id VARCHAR, ts TIMESTAMP NOT NULL,
+    actor VARCHAR NOT NULL, kind VARCHAR NOT NULL, state VARCHAR, message VARCHAR, payload JSON);
+CREATE TABLE IF NOT EXISTS steps (
+    campaign_id VARCHAR, step_key VARCHAR, kind VARCHAR NOT NULL, grow INTEGER, improve INTEGER,
+    status VARCHAR NOT NULL, started_at TIMESTAMP, finished_at TIMESTAMP, seconds DOUBLE, result JSON,
+    PRIMARY KEY (campaign_id, step_key));
+CREATE TABLE IF NOT EXISTS prompts (
+    campaign_id VARCHAR, split VARCHAR, source_id VARCHAR, source VARCHAR NOT NULL, reference VARCHAR,
+    PRIMARY KEY (campaign_id, split, source_id));
+CREATE TABLE IF NOT EXISTS samples (
+    campaign_id VARCHAR NOT NULL, grow INTEGER NOT NULL, source_id VARCHAR NOT NULL,
+    sample_idx INTEGER NOT NULL,          -- 0..K-1; -1 for an original (source, reference) pair of D
+    text VARCHAR NOT NULL, n_tokens INTEGER, sum_logprob DOUBLE, policy VARCHAR NOT NULL,
+    reward DOUBLE NOT NULL, reward_version VARCHAR NOT NULL, shard_id VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS shards (
+    shard_id VARCHAR PRIMARY KEY, campaign_id VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+    n_rows BIGINT NOT NULL, ingested_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS filters (
+    campaign_id VARCHAR, grow INTEGER, improve INTEGER, rule VARCHAR NOT NULL, param DOUBLE, tau DOUBLE,
+    n_total BIGINT, kept BIGINT, kept_mean_reward DOUBLE, created_at TIMESTAMP,
+    PRIMARY KEY (campaign_id, grow, improve));
+CREATE TABLE IF NOT EXISTS curves (
+    campaign_id VARCHAR NOT NULL, step_key VARCHAR NOT NULL, step INTEGER NOT NULL,
+    loss DOUBLE, lr DOUBLE, val_reward DOUBLE, shard_id VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS evals (
+    campaign_id VARCHAR, step_key VARCHAR, policy VARCHAR, split VARCHAR, metric VARCHAR, n INTEGER,
+    value DOUBLE, PRIMARY KEY (campaign_id, step_key, policy, split, metric, n));
+CREATE TABLE IF NOT EXISTS checkpoints (
+    campaign_id VARCHAR, policy VARCHAR, path VARCHAR NOT NULL, parent VARCHAR, grow INTEGER,
+    improve INTEGER, created_at TIMESTAMP, PRIMARY KEY (campaign_id, policy));
+CREATE TABLE IF NOT EXISTS reward_models (
+    version VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, kind VARCHAR NOT NULL, path VARCHAR,
+    created_at TIMESTAMP NOT NULL);
+"""
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Store:
+    """A DuckDB file opened read-write by this process. Use one `Store` per process and `cursor()` per thread."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(self.path))
+        except duckdb.IOException as e:
+            raise RuntimeError(
+                f"cannot open {self.path}: another restgov process (a dashboard or a `restgov run`) holds it. "
+                "Stop it, or point --db at another file."
+            ) from e
+        self._local = threading.local()
+        self._con.execute(SCHEMA)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self._con.cursor()
+        return cur
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _rows(self, sql: str, params: list | tuple = ()) -> list[dict]:
+        cur = self.cursor().execute(sql, params)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    # ---------------------------------------------------------------- campaigns and events
+    def create_campaign(self, cid: str, name: str, mode: str, config: dict, run_dir: str, actor: str = "cli") -> None:
+        t = now()
+        cur = self.cursor()
+        cur.execute(
+            "INSERT INTO campaigns VALUES (?, ?, ?, 'CREATED', NULL, ?, ?, ?, ?)",
+            [cid, name, mode, json.dumps(config), run_dir, t, t],
+        )
+        self.add_event(cid, "state", "campaign created", {"config": config}, actor=actor, state="CREATED")
+
+    def campaign(self, cid: str) -> dict | None:
+        rows = self._rows("SELECT * FROM campaigns WHERE id = ?", [cid])
+        if not rows:
+            return None
+        row = rows[0]
+        row["config"] = json.loads(row["config"])
+        return row
+
+    def campaigns(self) -> list[dict]:
+        return self._rows("SELECT id, name, mode, state, stop_reason, created_at, updated_at FROM campaigns ORDER BY created_at")
+
+    def set_state(self, cid: str, state: str, message: str, actor: str = "controller", reason: str | None = None,
+                  payload: dict | None = None) -> None:
+        """Update the campaign's state and append the transition to the event log in one transaction."""
+        cur = self.cursor()
+        cur.execute("BEGIN")
+        try:
+            if reason is not None:
+                cur.execute("UPDATE campaigns SET state = ?, stop_reason = ?, updated_at = ? WHERE id = ?", [state, reason, now(), cid])
+            else:
+                cur.execute("UPDATE campaigns SET state = ?, updated_at = ? WHERE id = ?", [state, now(), cid])
+            self._event(cur, cid, "state", message, payload, actor, state)
+            cur.execute("COMMIT")
+        except Exception:
+            cur.execute("ROLLBACK")
+            raise
+
+    def add_event(self, cid: str | None, kind: str, message: str, payload: dict | None = None, actor: str = "controller",
+                  state: str | None = None) -> None:
+        self._event(self.cursor(), cid, kind, message, payload, actor, state)
+
+    @staticmethod
+    def _event(cur, cid, kind, message, payload, actor, state) -> None:
+        cur.execute(
+            "INSERT INTO events (campaign_id, ts, actor, kind, state, message, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [cid, now(), actor, kind, state, message, json.dumps(payload) if payload is not None else None],
+        )
+
+    def events(self, cid: str, kinds: list[str] | None = None) -> list[dict]:
+        if kinds:
+            return self._rows(
+                "SELECT * FROM events WHERE campaign_id = ? AND list_contains(?, kind) ORDER BY id", [cid, kinds]
+            )
+        return self._rows("SELECT * FROM events WHERE campaign_id = ? ORDER BY id", [cid])
+
+    # ---------------------------------------------------------------- steps
+    def start_step(self, cid: str, key: str, kind: str, grow: int | None, improve: int | None) -> None:
+        self.cursor().execute(
+            "INSERT INTO steps VALUES (?, ?, ?, ?, ?, 'running', ?, NULL, NULL, NULL) "
+            "ON CONFLICT (campaign_id, step_key) DO UPDATE SET status = 'running', started_at = excluded.started_at",
+            [cid, key, kind, grow, improve, now()],
+        )
+
+    def finish_step(self, cid: str, key: str, result: dict, seconds: float) -> None:
+        self.cursor().execute(
+            "UPDATE steps SET status = 'done', finished_at = ?, seconds = ?, result = ? WHERE campaign_id = ? AND step_key = ?",
+            [now(), seconds, json.dumps(result), cid, key],
+        )
+
+    def steps(self, cid: str) -> list[dict]:
+        rows = self._rows("SELECT * FROM steps WHERE campaign_id = ? ORDER BY started_at", [cid])
+        for r in rows:
+            r["result"] = json.loads(r["result"]) if r["result"] else None
+        return rows
+
+    def done_steps(self, cid: str) -> dict[str, dict]:
+        return {r["step_key"]: r["result"] for r in self.steps(cid) if r["status"] == "done"}
+
+    # ---------------------------------------------------------------- prompts
+    def add_prompts(self, cid: str, split: str, rows: list[tuple[str, str, str]]) -> None:
+        """(source_id, source, reference) rows; re-adding the same split is a no-op."""
+        cur = self.cursor()
+        ((n,),) = cur.execute("SELECT count(*) FROM prompts WHERE campaign_id = ? AND split = ?", [cid, split]).fetchall()
+        if n:
+            return
+        import pyarrow as pa
+
+        tbl = pa.table({
+            "campaign_id": [cid] * len(rows), "split": [split] * len(rows),
+            "source_id": [r[0] for r in rows], "source": [r[1] for r in rows], "reference": [r[2] for r in rows],
+        })
+        with self._con.cursor() as tmp:  # a private cursor: registering needs one with no pending result
+            tmp.register("_prompts_in", tbl)
+            tmp.execute("INSERT INTO prompts SELECT * FROM _prompts_in")
+
+    # ---------------------------------------------------------------- shards
+    def ingest_shard(self, cid: str, kind: str, shard_id: str, path: str | Path) -> int:
+        """Append a samples or curves shard exactly once; returns rows added (0 when already ingested)."""
+        table = {"samples": "samples", "curves": "curves"}[kind]
+        cur = self.cursor()
+        cur.execute("BEGIN")
+        try:
+            if cur.execute("SELECT 1 FROM shards WHERE shard_id = ?", [shard_id]).fetchone():
+                cur.execute("ROLLBACK")
+                return 0
+            cols = [r[0] for r in cur.execute(f"DESCRIBE {table}").fetchall() if r[0] not in ("campaign_id", "shard_id")]
+            collist = ", ".join(cols)
+            cur.execute(
+                f"INSERT INTO {table} (campaign_id, {collist}, shard_id) "
+                f"SELECT ?, {collist}, ? FROM read_parquet(?)",
+                [cid, shard_id, str(path)],
+            )
+            (n,) = cur.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()
+            cur.execute("INSERT INTO shards VALUES (?, ?, ?, ?, ?)", [shard_id, cid, kind, n, now()])
+            cur.execute("COMMIT")
+            return n
+        except Exception:
+            cur.execute("ROLLBACK")
+            raise
+
+    def shard_ids(self, cid: str) -> set[str]:
+        return {r[0] for r in self.cursor().execute("SELECT shard_id FROM shards WHERE campaign_id = ?", [cid]).fetchall()}
+
+    # ---------------------------------------------------------------- samples and filters
+    def grow_stats(self, cid: str, grow: int) -> dict:
+        row = self._rows(
+            "SELECT count(*) AS n, avg(reward) AS mean, stddev_pop(reward) AS std, min(reward) AS min, max(reward) AS max, "
+            "count(*) FILTER (WHERE sample_idx >= 0) AS n_generated "
+            "FROM samples WHERE campaign_id = ? AND grow = ?",
+            [cid, grow],
+        )[0]
+        return row
+
+    def samples_generated(self, cid: str) -> int:
+        (n,) = self.cursor().execute(
+            "SELECT count(*) FROM samples WHERE campaign_id = ? AND sample_idx >= 0", [cid]
+        ).fetchone()
+        return int(n)
+
+    _KEEP = {
+        # F(x, y; tau) = 1[R > tau], the paper's filter.
+        "thresholds": "s.reward > $param",
+        # Per source: keep rewards at or above the source's p-th percentile (param in [0, 100)).
+        "percentile": "s.reward >= quantile_cont(s.reward, $param / 100.0) OVER (PARTITION BY s.source_id)",
+        # Per source: tau(x) = gamma * max + (1 - gamma) * mean.
+        "interpolation": "s.reward >= $param * max(s.reward) OVER (PARTITION BY s.source_id) "
+        "+ (1 - $param) * avg(s.reward) OVER (PARTITION BY s.source_id)",
+        # RAFT: one global quantile of the step's rewards.
+        "quantile": "s.reward >= (SELECT quantile_cont(reward, $param) FROM samples WHERE campaign_id = $cid AND grow = $grow)",
+        # ReST-EM: binary reward, keep the correct ones.
+        "binary": "s.reward >= 1.0 - 1e-9",
+    }
+
+    def _kept_sql(self, rule: str) -> str:
+        keep = self._KEEP[rule]
+        where = "s.campaign_id = $cid AND s.grow = $grow"
+        if rule in ("percentile", "interpolation"):
+            return f"SELECT s.* FROM samples s WHERE {where} QUALIFY {keep}"
+        return f"SELECT s.* FROM samples s WHERE {where} AND {keep}"
+
+    def apply_filter(self, cid: str, grow: int, improve: int, rule: str, param: float | None, out_path: str | Path) -> dict:
+        """Write the kept pairs of Grow step `grow` to Parquet (source, target, reward) and record the decision."""
+        params = {"cid": cid, "grow": grow, "param": param if param is not None else 0.0}
+        kept = self._kept_sql(rule)
+        cur = self.cursor()
+        out_path = Path(out_path)
+        tmp = out_path.with_suffix(".tmp.parquet")
+        cur.execute(
+            f"COPY (SELECT p.source, k.text AS target, k.reward, k.source_id, k.sample_idx FROM ({kept}) k "
+            f"JOIN prompts p ON p.campaign_id = k.campaign_id AND p.split = 'train' AND p.source_id = k.source_id "
+            f"ORDER BY k.source_id, k.sample_idx) TO '{_sql_path(tmp)}' (FORMAT parquet)",
+            _named(kept, params),
+        )
+        tmp.replace(out_path)
+        sql = (
+            f"SELECT (SELECT count(*) FROM samples WHERE campaign_id = $cid AND grow = $grow) AS n_total, "
+            f"count(*) AS kept, avg(reward) AS kept_mean_reward, "
+            f"count(DISTINCT source_id) AS kept_sources FROM ({kept})"
+        )
+        stats = self._rows(sql, _named(sql, params))[0]
+        tau = param if rule == "thresholds" else None
+        if rule == "quantile":
+            (tau,) = cur.execute(
+                "SELECT quantile_cont(reward, ?) FROM samples WHERE campaign_id = ? AND grow = ?", [param, cid, grow]
+            ).fetchone()
+        cur.execute(
+            "INSERT INTO filters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+            "rule = excluded.rule, param = excluded.param, tau = excluded.tau, n_total = excluded.n_total, "
+            "kept = excluded.kept, kept_mean_reward = excluded.kept_mean_reward, created_at = excluded.created_at",
+            [cid, grow, improve, rule, param, tau, stats["n_total"], stats["kept"], stats["kept_mean_reward"], now()],
+        )
+        return stats | {"tau": tau, "rule": rule, "param": param}
+
+    def filters(self, cid: str) -> list[dict]:
+        return self._rows("SELECT * FROM filters WHERE campaign_id = ? ORDER BY grow, improve", [cid])
+
+    # ---------------------------------------------------------------- evals and checkpoints
+    def add_eval(self, cid: str, step_key: str, policy: str, split: str, metric: str, value: float, n: int = 0) -> None:
+        self.cursor().execute(
+            "INSERT INTO evals VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = excluded.value",
+            [cid, step_key, policy, split, metric, n, value],
+        )
+
+    def evals(self, cid: str) -> list[dict]:
+        return self._rows("SELECT * FROM evals WHERE campaign_id = ? ORDER BY step_key, policy, metric, n", [cid])
+
+    def add_checkpoint(self, cid: str, policy: str, path: str, parent: str | None, grow: int | None, improve: int | None) -> None:
+        self.cursor().execute(
+            "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET path = excluded.path",
+            [cid, policy, path, parent, grow, improve, now()],
+        )
+
+    def checkpoints(self, cid: str) -> list[dict]:
+        return self._rows("SELECT * FROM checkpoints WHERE campaign_id = ? ORDER BY created_at", [cid])
+
+    def add_reward_model(self, version: str, name: str, kind: str, path: str | None) -> None:
+        self.cursor().execute(
+            "INSERT INTO reward_models VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", [version, name, kind, path, now()]
+        )
+
+    def curves(self, cid: str, step_key: str | None = None) -> list[dict]:
+        if step_key:
+            return self._rows("SELECT * FROM curves WHERE campaign_id = ? AND step_key = ? ORDER BY step", [cid, step_key])
+        return self._rows("SELECT * FROM curves WHERE campaign_id = ? ORDER BY step_key, step", [cid])
+
+    # ---------------------------------------------------------------- export
+    def export_samples(self, cid: str, out: str | Path, fmt: str) -> int:
+        """Samples joined with their source and reference, written by DuckDB (streams; no pandas)."""
+        if fmt not in ("parquet", "jsonl"):
+            raise ValueError(f"--format {fmt!r}: use parquet or jsonl")
+        opt = "FORMAT parquet" if fmt == "parquet" else "FORMAT json"
+        cur = self.cursor()
+        cur.execute(
+            f"COPY (SELECT s.grow, s.source_id, s.sample_idx, p.source, p.reference, s.text, s.n_tokens, s.sum_logprob, "
+            f"s.policy, s.reward, s.reward_version FROM samples s LEFT JOIN prompts p ON p.campaign_id = s.campaign_id "
+            f"AND p.split = 'train' AND p.source_id = s.source_id WHERE s.campaign_id = ? "
+            f"ORDER BY s.grow, s.source_id, s.sample_idx) TO '{_sql_path(Path(out))}' ({opt})",
+            [cid],
+        )
+        (n,) = cur.execute("SELECT count(*) FROM samples WHERE campaign_id = ?", [cid]).fetchone()
+        return int(n)
+
+    def query_value(self, sql: str, params: list[Any]) -> Any:
+        """For tests and benchmarks: one value from a parameterized query."""
+        return self.cursor().execute(sql, params).fetchone()[0]
+
+
+def _named(sql: str, params: dict) -> dict:
+    """Only the named parameters the statement uses (DuckDB rejects extra ones)."""
+    return {k: v for k, v in params.items() if f"${k}" in sql}
+
+
+def _sql_path(p: Path) -> str:
+    # COPY ... TO takes a literal file name, not a placeholder; paths are ours, quotes are escaped anyway.
+    return str(p).replace("'", "''")
