@@ -106,7 +106,7 @@ class DataConfig:
                 )
 
 
-REWARD_KINDS = ("hf", "callable", "exact_match", "numeric", "minilm")
+REWARD_KINDS = ("hf", "callable", "exact_match", "numeric", "chrf", "minilm")
 
 
 @dataclass

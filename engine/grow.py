@@ -42,7 +42,7 @@ def sample(
     Sources are sorted by prompt length and packed `batch_size // k` at a time (left-padded) so each
     generate call does little padding; results come back in (source, sample) order.
     """
-    model, tok = policy.model, policy.tokenizer
+    model = policy.model
     was_training = model.training
     model.eval()
     if greedy:

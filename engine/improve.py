@@ -140,7 +140,7 @@ def fine_tune(
             sched.step()
             step += 1
             res.tokens += n
-            point = {"step": step, "loss": float(loss), "lr": sched.get_last_lr()[0], "val_reward": None}
+            point = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "val_reward": None}
             res.curve.append(point)
             if on_step:
                 on_step(point | {"total": total})

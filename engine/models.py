@@ -6,7 +6,6 @@ prompt/target tokenisation shared by training and sampling, so both see identica
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -27,20 +26,9 @@ from transformers import (  # noqa: E402
 )
 
 from .config import ScratchModel  # noqa: E402
+from .device import autocast, pick_device  # noqa: E402,F401
 
 PAD, EOS = "<|pad|>", "<|eos|>"
-
-
-def pick_device() -> str:
-    """Chosen once per process: the first CUDA device when present, else the CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def autocast(device: str):
-    """bf16 autocast on CUDA; a no-op on CPU (CPU runs stay in fp32 and reproducible)."""
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:

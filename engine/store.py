@@ -2,7 +2,7 @@
 
 Every value goes through `?` placeholders; each thread uses its own cursor. Samples are appended from
 immutable Parquet shards inside a transaction that also records the shard id, so ingesting the same
-shard twice is a no-op. The schema is documented in docs/SCHEMA.md.
+shard twice is a no-op. The schema is documented in engine/SCHEMA.md.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ THINGS = ["apples", "coins", "books", "pens", "cards", "shells"]
 
 
 def problem(rng: random.Random) -> tuple[str, str]:
-    a, b = rng.randint(10, 59), rng.randint(10, 39)
-    d = rng.randint(1, a + b - 1)
+    a, b = rng.randint(2, 19), rng.randint(2, 9)
+    d = rng.randint(1, min(9, a + b - 1))
     who, what = rng.choice(NAMES), rng.choice(THINGS)
     src = f"{who} has {a} {what}, gets {b} more and gives away {d}. How many {what} now?"
     return src, f"{a}+{b}={a + b} {a + b}-{d}={a + b - d}"
@@ -57,7 +57,7 @@ max_length = 64
 
 [policy.bootstrap]
 epochs = {bc_epochs}
-lr = 2e-3
+lr = 3e-3
 batch_size = 32
 
 [data]
@@ -95,7 +95,7 @@ def prepare(out: Path, small: bool = False) -> Path:
     n_train, n_val, n_test = (600, 100, 100) if small else (2000, 200, 300)
     for split, exs in make_splits(seed=7, n_train=n_train, n_val=n_val, n_test=n_test).items():
         write_examples(out / f"{split}.jsonl", exs)
-    params = dict(bc_epochs=3 if small else 4, k=4 if small else 8, epochs=2, grows=1 if small else 2,
+    params = dict(bc_epochs=8 if small else 10, k=4 if small else 8, epochs=2, grows=1 if small else 2,
                   max_eval=100 if small else 300)
     path = out / "campaign.toml"
     path.write_text(TOML.format(**params))

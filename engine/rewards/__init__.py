@@ -36,7 +36,7 @@ def load_reward(cfg: RewardConfig, device: str | None = None) -> RewardModel:
         return ExactMatch(cfg.batch_size)
     if kind == "numeric":
         return NumericAnswer(cfg.batch_size)
-    if kind == "chrf":  # not a config kind yet; here so callers can build one from a RewardConfig-like object
+    if kind == "chrf":
         return ChrF(cfg.batch_size)
     if kind == "callable":
         # Imported lazily: the model-backed providers pull in torch and transformers, verifiers need neither.

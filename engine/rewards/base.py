@@ -4,7 +4,6 @@ content-hash versions, and checked_scores, which refuses to let a non-finite rew
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import math
@@ -12,6 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from ..device import autocast, pick_device  # noqa: F401  (re-exported for the providers)
 
 
 class RewardError(ValueError):
@@ -82,24 +83,6 @@ def hash_source(*fns: Callable[..., Any] | str) -> str:
             text = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         h.update(text.encode())
     return h.hexdigest()[:16]
-
-
-def pick_device(device: str | None = None) -> str:
-    """The caller's device, else CUDA when available, else CPU."""
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def autocast(device: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (twice the throughput, rewards need no more precision); a no-op elsewhere."""
-    if str(device).startswith("cuda"):
-        import torch
-
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _short(text: Any, n: int = 80) -> str:
