@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,13 +114,21 @@ def tiny_rest(tmp_path: Path) -> Path:
 
 # ---------------------------------------------------------------- driving the CLI
 
-RESTGOV = [sys.executable, "-m", "engine.cli"]  # the console script's entry point, with this interpreter
+# The console script installed beside this interpreter (or on PATH), else its entry point run by this interpreter.
+_SCRIPT = Path(sys.executable).with_name("restgov")
+_SCRIPT = str(_SCRIPT) if _SCRIPT.is_file() else shutil.which("restgov")
+RESTGOV = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "engine.cli"]
+
+
+def restgov_env() -> dict[str, str]:
+    # One intra-op thread per process: the controller and its worker share 2 cores, and oversubscribed
+    # torch threads make a tiny campaign several times slower.
+    return os.environ | {"HF_HUB_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
 def restgov(*args: str | Path, timeout: float = 240, check: bool = False) -> subprocess.CompletedProcess:
     """Run `restgov ARGS` to completion; a hang fails the test instead of blocking the suite."""
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    proc = subprocess.run([*RESTGOV, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run([*RESTGOV, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=restgov_env())
     if check and proc.returncode != 0:
         raise AssertionError(f"restgov {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -1,4 +1,4 @@
-"""The DuckDB store: the only module that speaks SQL. One read-write process owns the file.
+"""The DuckDB store core: campaigns, events, steps, prompts, samples, filters, evals, checkpoints.
 
 Every value goes through `?` placeholders; each thread uses its own cursor. Samples are appended from
 immutable Parquet shards inside a transaction that also records the shard id, so ingesting the same
@@ -62,8 +62,13 @@ def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class Store:
-    """A DuckDB file opened read-write by this process. Use one `Store` per process and `cursor()` per thread."""
+class CoreStore:
+    """A DuckDB file opened read-write by this process. Use one `Store` per process and `cursor()` per thread.
+
+    Feature mixins (engine/store/*.py) add their tables through a `SCHEMA` class attribute each.
+    """
+
+    SCHEMA = SCHEMA
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -76,7 +81,9 @@ class Store:
                 "Stop it, or point --db at another file."
             ) from e
         self._local = threading.local()
-        self._con.execute(SCHEMA)
+        for cls in reversed(type(self).__mro__):
+            if "SCHEMA" in vars(cls):
+                self._con.execute(vars(cls)["SCHEMA"])
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cur", None)

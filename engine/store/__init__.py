@@ -1,0 +1,16 @@
+"""The DuckDB store: the only package that speaks SQL. One read-write process owns the file.
+
+`Store` is the core (campaigns, samples, filters, evals) plus one mixin per governance feature, each in
+its own module with its own tables.
+"""
+
+from __future__ import annotations
+
+from .core import CoreStore, now
+
+
+class Store(CoreStore):
+    pass
+
+
+__all__ = ["Store", "now"]
