@@ -201,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("id", help="campaign id")
     e.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="output format (default parquet)")
     e.add_argument("--out", help="output file (default ID-samples.FORMAT)")
+
+    from .governance_cli import add_parsers as add_governance_parsers
+
+    add_governance_parsers(sub, DEFAULT_DB)
     return p
 
 

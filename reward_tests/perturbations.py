@@ -184,7 +184,8 @@ def swap_number_or_name(source: str, candidate: str, rng: random.Random) -> str 
     if len(vocab) < 2:
         return None
     m = rng.choice(content)
-    return _replace(candidate, m, rng.choice([w for w in vocab if w != m.group().lower()]))
+    new = rng.choice([w for w in vocab if w != m.group().lower()])
+    return _replace(candidate, m, new.capitalize() if m.group()[0].isupper() else new)
 
 
 ALL: dict[str, Perturbation] = {

@@ -14,8 +14,17 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from conftest import K, N_TRAIN, RESTGOV, SHARD_SOURCES, campaign_ids, restgov, restgov_env, status_json, write_tiny_campaign
+from conftest import (
+    N_TRAIN,
+    RESTGOV,
+    SHARD_SOURCES,
+    K,
+    campaign_ids,
+    restgov,
+    restgov_env,
+    status_json,
+    write_tiny_campaign,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -102,11 +111,13 @@ def test_run_to_done_store_contents(finished_arith):
 # ---------------------------------------------------------------- kill -9 and resume
 
 
-def _kill_when(db: Path, ready, log: Path, timeout: float = 240) -> tuple[str, Path]:
-    """Start `restgov run`, wait until ready(run_dir) is true, then SIGKILL its whole process group."""
-    cfg = db.parent / "cfg" / "campaign.toml"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([*RESTGOV, "run", str(cfg), "--db", str(db)], stdout=out, stderr=subprocess.STDOUT,
+def _kill_when(args: list[str], db: Path, ready, log: Path, timeout: float = 240) -> Path:
+    """Start `restgov ARGS`, wait until ready(run_dir) is true, then SIGKILL its whole process group.
+
+    Returns the campaign's run directory.
+    """
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([*RESTGOV, *args, "--db", str(db)], stdout=out, stderr=subprocess.STDOUT,
                                 env=restgov_env(), start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
@@ -115,7 +126,7 @@ def _kill_when(db: Path, ready, log: Path, timeout: float = 240) -> tuple[str, P
             if ids and ready(db.parent / "runs" / ids[0]):
                 break
             if proc.poll() is not None:
-                pytest.fail(f"restgov run exited ({proc.returncode}) before the kill point:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"restgov {args[0]} exited ({proc.returncode}) before the kill point:\n{log.read_text()[-3000:]}")
             if time.monotonic() > deadline:
                 pytest.fail(f"kill point not reached in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
             time.sleep(0.02)
@@ -125,7 +136,7 @@ def _kill_when(db: Path, ready, log: Path, timeout: float = 240) -> tuple[str, P
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     _wait_group_gone(proc.pid)
-    return ids[0], db.parent / "runs" / ids[0]
+    return db.parent / "runs" / ids[0]
 
 
 def _wait_group_gone(pgid: int, timeout: float = 30) -> None:
@@ -139,54 +150,55 @@ def _wait_group_gone(pgid: int, timeout: float = 30) -> None:
     pytest.fail(f"processes of group {pgid} survived SIGKILL")
 
 
-def _resume(db: Path, cid: str) -> None:
+def _state(db: Path, cid: str) -> tuple[str, str | None]:
+    ((state, reason),) = read_db(db, "SELECT state, stop_reason FROM campaigns WHERE id = ?", [cid])
+    return state, reason
+
+
+def _done_keys(db: Path, cid: str) -> list[str]:
+    rows = read_db(db, "SELECT step_key FROM steps WHERE campaign_id = ? AND status = 'done' ORDER BY started_at", [cid])
+    return [k for (k,) in rows]
+
+
+def test_resume_after_sigkill_mid_grow_then_mid_improve(tmp_path: Path):
+    """ReST, one Grow, two percentile Improve steps. `restgov run` is killed -9 mid-Grow; `restgov resume` is
+    killed -9 mid-Improve; a second `restgov resume` finishes. Nothing is lost, nothing is duplicated."""
+    cfg = write_tiny_campaign(tmp_path / "cfg", mode="rest", improve='rule = "percentile"\npercentiles = [0.0, 50.0]',
+                              grows=1, grow_batch=4 * K)  # 4 sources per generate call: a Grow long enough to catch
+    db, log = tmp_path / "restgov.duckdb", tmp_path / "restgov.log"
+    grow = lambda run: run / "steps" / "g1-grow"  # noqa: E731
+    imp = lambda run: run / "steps" / "g1-i1"  # noqa: E731
+
+    # 1. Killed mid-Grow: at least one shard on disk, the step's result not yet written.
+    def mid_grow(run: Path) -> bool:
+        return any((grow(run) / "shards").glob("samples-*.parquet")) and not (grow(run) / "result.json").exists()
+
+    run = _kill_when(["run", str(cfg)], db, mid_grow, log)
+    cid = run.name
+    assert not (grow(run) / "result.json").exists()
+    before = {p.name: p.stat().st_mtime_ns for p in (grow(run) / "shards").glob("samples-*.parquet")}
+    assert 1 <= len(before) < N_SHARDS, before  # some shards written, not all
+    assert _state(db, cid)[0] == "GROW(1)"
+    assert _done_keys(db, cid) == ["bootstrap"]
+
+    # 2. Resumed, then killed mid-Improve: the worker has started g1-i1 and not finished it.
+    def mid_improve(run: Path) -> bool:
+        return (imp(run) / "events.jsonl").exists() and not (imp(run) / "result.json").exists()
+
+    _kill_when(["resume", cid], db, mid_improve, log)
+    assert not (imp(run) / "result.json").exists() and not (run / "checkpoints" / "g1-i1").exists()
+    assert _state(db, cid)[0] == "IMPROVE(1,1)"
+    assert _done_keys(db, cid) == ["bootstrap", "g1-grow"]
+    assert_samples_complete(db, cid, grows=1)  # the resumed Grow filled in exactly the missing shards
+    after = {p.name: p.stat().st_mtime_ns for p in (grow(run) / "shards").glob("samples-*.parquet")}
+    assert len(after) == N_SHARDS and all(after[n] == t for n, t in before.items())  # finished shards not redone
+
+    # 3. Resumed to the end.
     res = restgov("resume", cid, "--db", db, timeout=300)
     assert res.returncode == 0, f"resume failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-
-
-def test_resume_after_sigkill_mid_grow(tmp_path: Path):
-    # 1 source per generate call: the Grow lasts long enough to be caught between its first and last shard.
-    write_tiny_campaign(tmp_path / "cfg", grows=1, grow_batch=K)
-    db = tmp_path / "restgov.duckdb"
-    grow_dir = lambda run: run / "steps" / "g1-grow"  # noqa: E731
-
-    def mid_grow(run: Path) -> bool:
-        return any((grow_dir(run) / "shards").glob("samples-*.parquet")) and not (grow_dir(run) / "result.json").exists()
-
-    cid, run = _kill_when(db, mid_grow, tmp_path / "run.log")
-    assert not (grow_dir(run) / "result.json").exists()
-    before = {p.name: p.stat().st_mtime_ns for p in (grow_dir(run) / "shards").glob("samples-*.parquet")}
-    assert 1 <= len(before) < N_SHARDS, before  # killed mid-Grow: some shards written, not all
-    ((state,),) = read_db(db, "SELECT state FROM campaigns WHERE id = ?", [cid])
-    assert state == "GROW(1)"
-
-    _resume(db, cid)
-    ((state, reason),) = read_db(db, "SELECT state, stop_reason FROM campaigns WHERE id = ?", [cid])
+    state, reason = _state(db, cid)
     assert state == "DONE" and reason.startswith("max_grow_steps")
-    assert_samples_complete(db, cid, grows=1)
-    # The resumed Grow kept the shards finished before the kill instead of sampling them again.
-    after = {p.name: p.stat().st_mtime_ns for p in (grow_dir(run) / "shards").glob("samples-*.parquet")}
-    assert len(after) == N_SHARDS and all(after[n] == t for n, t in before.items())
-    keys = [k for (k,) in read_db(db, "SELECT step_key FROM steps WHERE campaign_id = ? AND status = 'done' ORDER BY started_at", [cid])]
-    assert keys == ["bootstrap", "g1-grow", "g1-i1", "final"]
-
-
-def test_resume_after_sigkill_mid_improve(tmp_path: Path):
-    """ReST with two percentile Improve steps; killed while g1-i1 trains, resumed to the end."""
-    write_tiny_campaign(tmp_path / "cfg", mode="rest", improve='rule = "percentile"\npercentiles = [0.0, 50.0]', grows=1)
-    db = tmp_path / "restgov.duckdb"
-
-    def mid_improve(run: Path) -> bool:
-        step = run / "steps" / "g1-i1"
-        return (step / "events.jsonl").exists() and not (step / "result.json").exists()
-
-    cid, run = _kill_when(db, mid_improve, tmp_path / "run.log")
-    assert not (run / "steps" / "g1-i1" / "result.json").exists()
-    assert not (run / "checkpoints" / "g1-i1").exists()
-
-    _resume(db, cid)
-    ((state,),) = read_db(db, "SELECT state FROM campaigns WHERE id = ?", [cid])
-    assert state == "DONE"
+    assert _done_keys(db, cid) == ["bootstrap", "g1-grow", "g1-i1", "g1-i2", "final"]
     assert_samples_complete(db, cid, grows=1)
     filters = read_db(db, "SELECT grow, improve, rule, param, n_total FROM filters WHERE campaign_id = ? ORDER BY improve", [cid])
     assert filters == [(1, 1, "percentile", 0.0, N_TRAIN * (K + 1)), (1, 2, "percentile", 50.0, N_TRAIN * (K + 1))]
@@ -199,7 +211,8 @@ def test_resume_after_sigkill_mid_improve(tmp_path: Path):
     dup = read_db(db, "SELECT step_key, step FROM curves WHERE campaign_id = ? AND loss IS NOT NULL GROUP BY ALL "
                       "HAVING count(*) > 1", [cid])
     assert dup == []
-    keys = [k for (k,) in read_db(db, "SELECT step_key FROM steps WHERE campaign_id = ? AND status = 'done' ORDER BY started_at", [cid])]
-    assert keys == ["bootstrap", "g1-grow", "g1-i1", "g1-i2", "final"]
     st = status_json(db, cid)
+    assert st["state"] == "DONE"
     assert [(s["policy"], s["rule"]) for s in st["steps"]] == [("base", "bc"), ("g1-i1", "percentile"), ("g1-i2", "percentile")]
+    kinds = [k for (k,) in read_db(db, "SELECT kind FROM events WHERE campaign_id = ? AND kind = 'resume'", [cid])]
+    assert kinds == ["resume", "resume"]

@@ -16,6 +16,15 @@ from engine.recipes.arith import make_splits
 MAX_NEW = 12
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run fastest on one intra-op thread, and the 2 cores may be shared with other processes."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def policy() -> Policy:
     exs = make_splits(seed=5, n_train=60, n_val=0, n_test=0)["train"]

@@ -16,6 +16,15 @@ PAIRS = [("7 + 5", "12"), ("3 + 4", "7"), ("9 + 9", "18"), ("2 + 6", "8")]
 TEMPLATE = "{source} = "
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models run fastest on one intra-op thread, and the 2 cores may be shared with other processes."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _policy(seed: int = 0) -> Policy:
     model, tok = build_scratch_policy(
         ScratchModel(n_layer=1, n_head=2, n_embd=32, vocab_size=300, max_length=32),

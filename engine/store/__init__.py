@@ -7,9 +7,11 @@ its own module with its own tables.
 from __future__ import annotations
 
 from .core import CoreStore, now
+from .drift import DriftMixin
+from .ratings import RatingsMixin
 
 
-class Store(CoreStore):
+class Store(RatingsMixin, DriftMixin, CoreStore):
     pass
 
 

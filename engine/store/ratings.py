@@ -207,6 +207,6 @@ class RatingsMixin:
             "t.source_id, m.ha AS human, m.n FROM rating_tasks t JOIN m USING (task_id) WHERE t.campaign_id = $cid "
             "UNION ALL SELECT t.task_id, 'b', t.policy_b, t.grow, t.sample_idx_b, t.source_id, m.hb, m.n "
             "FROM rating_tasks t JOIN m USING (task_id) WHERE t.campaign_id = $cid) "
-            "SELECT d.task_id, d.side, d.policy, d.grow, d.source_id, d.human, d.n AS n_ratings, s.reward "
+            "SELECT d.task_id, d.side, d.policy, d.grow, d.source_id, d.idx AS sample_idx, d.human, d.n AS n_ratings, s.reward "
             "FROM sides d JOIN samples s ON s.campaign_id = $cid AND s.grow = d.grow AND s.source_id = d.source_id "
             "AND s.sample_idx = d.idx ORDER BY d.grow, d.task_id, d.side", {"cid": cid})

@@ -1,0 +1,41 @@
+"""Campaigns (operator): create from a demo recipe, a TOML upload or a form; start, pause, resume, stop; live progress."""
+
+import streamlit as st
+
+from dashboard import create, data, live
+from dashboard.auth import require_page, service
+
+user = require_page("campaigns")
+svc = service()
+st.title("Campaigns")
+
+if msg := st.session_state.pop("created", None):
+    st.success(msg)
+
+with st.expander("New campaign", expanded=not data.campaigns(), icon=":material/add:"):
+    t_recipe, t_upload, t_form = st.tabs(["Demo recipe", "Upload TOML", "Form"])
+    with t_recipe:
+        create.recipe_tab(svc, user)
+    with t_upload:
+        create.upload_tab(svc, user)
+    with t_form:
+        create.form_tab(svc, user)
+
+
+ids = {c["id"] for c in data.campaigns()}
+
+
+@st.fragment(run_every="3s" if svc.running() or any(j["status"] == "preparing" for j in svc.jobs()) else None)
+def table() -> None:
+    new = [j["cid"] for j in svc.jobs() if j["cid"] and j["cid"] not in ids]
+    if new:  # a recipe launched from here created its campaign: select it and redraw the page
+        st.session_state.cid = new[0]
+        st.rerun()
+    live.campaign_table()
+
+
+table()
+cid = data.pick_campaign("campaigns_pick")
+if cid:
+    live.controls(svc, cid, user)
+    live.panel(svc, cid)

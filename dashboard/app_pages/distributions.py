@@ -1,0 +1,74 @@
+"""Reward distributions (operator, auditor): histograms and ECDFs per Grow step with the Improve thresholds,
+per-source percentiles, reward against output length and Best-of-N. All binned in DuckDB (engine/store/views.py).
+"""
+
+import streamlit as st
+
+from dashboard import charts, data
+from dashboard.auth import require_page, service
+
+require_page("distributions")
+svc = service()
+st.title("Reward distributions")
+cid = data.pick_campaign("dist_pick")
+if cid is None:
+    st.info("No campaigns yet.")
+    st.stop()
+c1, c2 = st.columns(2)
+bins = c1.select_slider("Histogram bins", [10, 20, 50, 100, 200], value=50, key="dist_bins")
+gen = c2.toggle("Generated candidates only (leave out the original pairs of D)", key="dist_gen")
+
+
+@st.fragment(run_every="3s" if svc.running(cid) else None)
+def overlaid() -> None:
+    """Refreshes while the campaign runs: a Grow step's histogram fills in as its shards are ingested."""
+    stamp = data.stamp(cid)
+    if not data.grows(cid, stamp):
+        st.info("No scored samples yet: the charts appear when the first Grow shard is ingested.")
+        return
+    rows, th = data.histogram(cid, bins, gen, stamp), data.thresholds(cid, stamp)
+    counts = {r["grow"]: 0 for r in rows}
+    for r in rows:
+        counts[r["grow"]] += r["n"]
+    st.caption(" · ".join(f"Grow {g}: {n:,} scored pairs" for g, n in counts.items()), help="Updates as shards land.")
+    left, right = st.columns(2)
+    left.plotly_chart(charts.histogram(rows, th), key="dist_hist")
+    right.plotly_chart(charts.ecdf(rows, th), key="dist_ecdf")
+    if th:
+        st.dataframe([{k: t[k] for k in ("grow", "improve", "rule", "param", "tau", "kept", "n_total", "share")} for t in th],
+                     hide_index=True, key="dist_filters", column_config={"share": st.column_config.NumberColumn(format="percent")})
+
+
+overlaid()
+stamp = data.stamp(cid)
+grows = data.grows(cid, stamp)
+if not grows:
+    st.stop()
+st.subheader("One Grow step")
+c1, c2 = st.columns(2)
+g = c1.selectbox("Grow step", grows, index=len(grows) - 1, key="dist_grow")
+tau = c2.slider("What-if threshold τ (keep R > τ)", 0.0, 1.0, 0.8, 0.01, key="dist_tau")
+taus = tuple(sorted({round(tau, 4), *(t["tau"] for t in data.thresholds(cid, stamp) if t["grow"] == g and t["tau"] is not None)}))
+sp = data.source_percentiles(cid, g, taus, stamp)
+shares = {k["tau"]: k for k in data.kept_shares(cid, g, taus, stamp)}
+st.dataframe([{"τ": t, "kept pairs": shares[t]["kept"], "share of D_g kept": shares[t]["share"],
+               "sources left with no pair above τ": e["sources"], "share of sources": e["share"]}
+              for t, e in zip(taus, sp["empty_at"])], hide_index=True, key="dist_taus",
+             column_config={c: st.column_config.NumberColumn(format="percent") for c in ("share of D_g kept", "share of sources")})
+left, right = st.columns(2)
+with left:
+    st.markdown(f"**Per-source percentiles** ({sp['n_sources']:,} sources, generated candidates)")
+    st.plotly_chart(charts.source_bands(sp["bands"]), key="dist_bands")
+with right:
+    st.markdown("**Reward against output length**")
+    st.plotly_chart(charts.reward_vs_length(data.reward_vs_length(cid, g, stamp)), key="dist_length")
+
+st.subheader("Best-of-N")
+k = svc.store.campaign(cid)["config"]["grow"]["samples_per_source"]
+curves = {f"Grow {g} samples (expected best of N of the K={k})": {r["n"]: r["best_of_n"] for r in data.grow_best_of_n(
+    cid, g, tuple(n for n in (1, 2, 4, 8, 16, 32, 64, 100) if n <= k), stamp)}}
+for policy, pts in data.status(cid, stamp)["final"]["best_of_n"].items():
+    curves[f"{policy} at evaluation"] = pts
+st.plotly_chart(charts.best_of_n(curves), key="dist_bon")
+st.caption("Evaluation curves come from the campaign's final step (BC baseline `base` and the final policy); "
+           "the Grow curve is computed from the stored samples of the step chosen above.")

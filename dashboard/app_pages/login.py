@@ -1,0 +1,26 @@
+"""Sign-in page: the only page registered until someone signs in."""
+
+import streamlit as st
+
+from dashboard import auth
+
+st.title("restgov")
+st.caption("Reinforced Self-Training campaigns: run, rate, audit.")
+
+users = auth.service().store.users()
+if not users:
+    st.info(
+        "No accounts yet. Stop the dashboard and create one, e.g. "
+        "`restgov users add alice --role operator`, or start it in local mode for a single person on this "
+        "machine: `restgov dashboard --local`."
+    )
+
+with st.form("login_form"):
+    name = st.text_input("User name", key="login_name")
+    password = st.text_input("Password", type="password", key="login_password")
+    submitted = st.form_submit_button("Sign in", type="primary")
+
+if submitted:
+    if auth.sign_in(name, password):
+        st.rerun()
+    st.error("Wrong user name or password.")

@@ -1,0 +1,58 @@
+"""Stopping criteria (operator): view and edit a campaign's [stop] table (and [gates], once the config has one).
+
+Changes are validated by engine.config, written with who and when to the event log, and picked up by the
+controller at its next decision (before the next Grow step), also on a running campaign.
+"""
+
+import dataclasses
+import typing
+
+import streamlit as st
+
+from dashboard import data
+from dashboard.auth import require_page, service
+from dashboard.forms import dataclass_form
+from engine.config import CampaignConfig, ConfigError
+
+user = require_page("stopping")
+svc = service()
+st.title("Stopping criteria")
+st.caption("Decided before a campaign starts, checked before every Grow step; every change is logged with who and when.")
+cid = data.pick_campaign("stop_pick")
+if cid is None:
+    st.info("No campaigns yet.")
+    st.stop()
+row = svc.store.campaign(cid)
+finished = row["state"] in ("DONE", "STOPPED")
+hints = typing.get_type_hints(CampaignConfig)
+sections = [f.name for f in dataclasses.fields(CampaignConfig) if f.name in svc.store.EDITABLE_SECTIONS]
+if "stop_error" not in st.session_state:
+    st.session_state.stop_error = None
+
+
+def save(section: str, prefix: str) -> None:
+    cls = hints[section]
+    values = {f.name: st.session_state[f"{prefix}_{f.name}"] for f in dataclasses.fields(cls)}
+    try:
+        changed = svc.store.update_config_section(cid, section, values, user["name"])
+        st.session_state.stop_error = None
+        st.toast(f"[{section}] saved: " + (", ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()) or "no change"))
+    except ConfigError as e:
+        st.session_state.stop_error = {"field": e.field, "message": f"{e.field} = {e.value!r}: {e.allowed}"}
+
+
+st.markdown(f"Campaign `{cid}` · state `{row['state']}`" + (" · finished: read-only" if finished else ""))
+for section in sections:
+    prefix = f"{section}_{cid}"
+    with st.form(f"form_{section}"):
+        st.markdown(f"**[{section}]**")
+        dataclass_form(hints[section], row["config"].get(section, {}), prefix, section, st.session_state.stop_error,
+                       disabled=finished)
+        st.form_submit_button(f"Save [{section}]", type="primary", disabled=finished, on_click=save, args=(section, prefix))
+if "gates" not in sections:
+    st.info("Gates (reward model passes its unit tests, drift alarms clear, human ratings agree) are not in the "
+            "campaign config yet: they come with the governance module and will be edited here.")
+
+st.subheader("History")
+events = svc.store.recent_events(cid, 100, kinds=["config", "stop_criterion", "gate", "request"])
+st.dataframe([{k: e[k] for k in ("ts", "actor", "kind", "message")} for e in events], hide_index=True, key="stop_history")

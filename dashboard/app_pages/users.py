@@ -1,0 +1,38 @@
+"""Users (operator): accounts and roles. Passwords are stored only as salted scrypt hashes.
+
+While the dashboard runs it owns the database, so accounts are managed here (or with `restgov users add`
+while it is stopped).
+"""
+
+import streamlit as st
+
+from dashboard.auth import ROLES, require_page, service
+
+user = require_page("users")
+store = service().store
+st.title("Users")
+
+with st.form("user_add", clear_on_submit=True):
+    c1, c2, c3 = st.columns(3)
+    name = c1.text_input("User name", key="user_name")
+    role = c2.selectbox("Role", ROLES, key="user_role")
+    password = c3.text_input("Password (8+ characters)", type="password", key="user_password")
+    replace = st.checkbox("Reset the password and role if the user exists", key="user_replace")
+    if st.form_submit_button("Save user", type="primary"):
+        try:
+            store.add_user(name.strip(), role, password, actor=user["name"], replace=replace)
+            st.success(f"Saved {name.strip()} ({role}).")
+        except ValueError as e:
+            st.error(str(e))
+
+rows = store.users()
+st.dataframe(rows, hide_index=True, key="user_table")
+others = [r["name"] for r in rows if r["name"] != user["name"]]
+c1, c2 = st.columns([2, 1])
+who = c1.selectbox("Remove a user", others, index=None, key="user_remove_pick")
+if c2.button("Remove", key="user_remove", disabled=who is None):
+    store.remove_user(who, actor=user["name"])
+    st.rerun()
+st.subheader("Account events")
+st.dataframe([{k: e[k] for k in ("ts", "actor", "kind", "message")} for e in store.recent_events(None, 100)],
+             hide_index=True, key="user_events")

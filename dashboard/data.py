@@ -1,0 +1,96 @@
+"""What the pages read, cached per campaign "stamp" (last state change, samples ingested), plus the campaign picker.
+
+The aggregations themselves are SQL in engine/store/views.py; caching them means a widget click on a 16M-sample
+step reuses the numbers instead of re-scanning, while a new shard or state change refreshes them.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard.auth import service
+from engine.report import campaign_status
+
+
+def campaigns() -> list[dict]:
+    """Campaigns newest first, with `running` (a thread of this server drives it) and sample counts."""
+    svc = service()
+    running = set(svc.running())
+    return [c | {"running": c["id"] in running} for c in svc.store.campaign_list()]
+
+
+def stamp(cid: str) -> tuple:
+    row = next((c for c in service().store.campaign_list() if c["id"] == cid), None)
+    return (str(row["updated_at"]), row["n_samples"], row["state"]) if row else ()
+
+
+def pick_campaign(key: str, label: str = "Campaign") -> str | None:
+    """A campaign selectbox that remembers the choice across pages (st.session_state.cid)."""
+    rows = campaigns()
+    if not rows:
+        return None
+    ids = [c["id"] for c in rows]
+    names = {c["id"]: f"{c['name']} · {c['id']} · {c['state']}" for c in rows}
+    want = st.session_state.get("cid")  # the campaign chosen on another page, or just created
+    if want in ids and st.session_state.get(key) != want:
+        st.session_state[key] = want
+    cid = st.selectbox(label, ids, key=key, format_func=names.get)
+    st.session_state.cid = cid
+    return cid
+
+
+@st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
+def status(cid: str, stamp: tuple) -> dict:
+    return campaign_status(service().store, cid)
+
+
+@st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
+def grows(cid: str, stamp: tuple) -> list[int]:
+    return service().store.reward_grows(cid)
+
+
+@st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
+def histogram(cid: str, bins: int, generated_only: bool, stamp: tuple) -> list[dict]:
+    return service().store.reward_histogram(cid, bins, generated_only)
+
+
+@st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
+def thresholds(cid: str, stamp: tuple) -> list[dict]:
+    """The Improve filters applied so far with their kept share; `tau_drawn` is where a chart draws the filter:
+    its global tau (thresholds, quantile), or 1.0 for the binary rule (keeps R = 1); per-source rules have none.
+    """
+    out = []
+    for f in service().store.filters(cid):
+        tau = f["tau"] if f["tau"] is not None else (1.0 if f["rule"] == "binary" else None)
+        out.append(f | {"tau_drawn": tau, "share": f["kept"] / f["n_total"] if f["n_total"] else None})
+    return out
+
+
+@st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
+def kept_shares(cid: str, grow: int, taus: tuple[float, ...], stamp: tuple) -> list[dict]:
+    return service().store.kept_shares(cid, grow, list(taus))
+
+
+@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+def source_percentiles(cid: str, grow: int, taus: tuple[float, ...], stamp: tuple) -> dict:
+    return service().store.source_percentiles(cid, grow, taus=list(taus))
+
+
+@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+def reward_vs_length(cid: str, grow: int, stamp: tuple) -> dict:
+    return service().store.reward_vs_length(cid, grow)
+
+
+@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+def grow_best_of_n(cid: str, grow: int, ns: tuple[int, ...], stamp: tuple) -> list[dict]:
+    return service().store.grow_best_of_n(cid, grow, list(ns))
+
+
+def needs(*apis: str) -> None:
+    """Stop the page with a clear message when the governance module (issue 3) is not wired into the store yet."""
+    store = service().store
+    missing = [a for a in apis if not hasattr(store, a)]
+    if missing:
+        st.info("This page needs the governance module (reward tests, ratings, drift), which this store does not "
+                f"provide yet (missing: {', '.join(missing)}).", icon=":material/construction:")
+        st.stop()

@@ -1,0 +1,82 @@
+"""Campaign list, controls and the live panel of the Campaigns page.
+
+The panel is an `st.fragment` that reruns every 2 s while this server runs the campaign: it reads the
+controller's in-memory progress (bar, ETA, samples/s, loss) and the store's per-step table; it never waits
+on compute. When the campaign stops running it triggers one full rerun so the buttons follow the state.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, data
+
+STEP_COLUMNS = ["grow", "improve", "policy", "rule", "tau", "param", "kept", "n_total", "kept_mean_reward", "val_reward"]
+
+
+def campaign_table() -> None:
+    rows = data.campaigns()
+    if not rows:
+        st.info("No campaigns yet: launch a demo recipe above.")
+        return
+    st.dataframe([{"name": c["name"], "id": c["id"], "mode": c["mode"],
+                   "state": c["state"] + (" (running)" if c["running"] else ""), "samples": c["n_samples"],
+                   "created": c["created_at"], "stop reason": c["stop_reason"]} for c in rows],
+                 hide_index=True, key="campaign_table")
+
+
+def controls(svc, cid: str, user: dict) -> None:
+    row = svc.store.campaign(cid)
+    running = svc.running(cid)
+    verb = "Start" if row["state"] == "CREATED" else "Resume"
+    c1, c2, c3, _ = st.columns([1, 1, 1, 3])
+    c1.button(verb, key="ctl_start", type="primary", icon=":material/play_arrow:", disabled=not svc.can_start(cid),
+              on_click=svc.start, args=(cid, user["name"]))
+    c2.button("Pause", key="ctl_pause", icon=":material/pause:", disabled=not running,
+              on_click=svc.pause, args=(cid, user["name"]),
+              help="Stops the current worker; Resume continues from the last completed unit (a Grow from its shards).")
+    c3.button("Stop", key="ctl_stop", icon=":material/stop:", disabled=row["state"] in ("DONE", "STOPPED"),
+              on_click=svc.stop, args=(cid, user["name"]), help="Ends the campaign for good (STOPPED).")
+    if not running and row["state"] not in ("CREATED", "PAUSED", "DONE", "STOPPED", "FAILED"):
+        st.warning(f"State {row['state']} but no controller runs it (the server restarted): Resume continues it.")
+
+
+def _progress(lv: dict | None) -> None:
+    if not lv or not lv.get("total"):
+        return
+    done, total = lv["done"] or 0, lv["total"]
+    eta = f" · ETA {lv['eta_s']:.0f} s" if lv.get("eta_s") is not None else ""
+    st.progress(min(done / total, 1.0), text=f"{lv['desc']}: {done}/{total}{eta}")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("samples/s", f"{lv['samples_per_s']:.0f}" if lv.get("samples_per_s") else "-")
+    c2.metric("training loss", f"{lv['loss']:.3f}" if lv.get("loss") is not None else "-")
+    c3.metric("validation reward", f"{lv['val_reward']:.3f}" if lv.get("val_reward") is not None else "-")
+
+
+def panel(svc, cid: str) -> None:
+    running = svc.running(cid)
+
+    @st.fragment(run_every="2s" if running else None)
+    def live() -> None:
+        if svc.running(cid) != running:
+            st.rerun()  # started or stopped meanwhile: redraw the buttons and stop (or start) polling
+        row = svc.store.campaign(cid)
+        lv = svc.live(cid)
+        st.markdown(f"**State:** `{row['state']}`" + (f" · {row['stop_reason']}" if row["stop_reason"] else ""))
+        if lv and lv.get("error"):
+            st.error(lv["error"])
+        _progress(lv if running else None)
+        points = (lv or {}).get("losses") if running else None
+        points = points or [{"step_key": c["step_key"], "step": c["step"], "loss": c["loss"]}
+                            for c in svc.store.curves(cid) if c["loss"] is not None]
+        if points:
+            st.plotly_chart(charts.loss(points), key="loss_chart")
+        st_ = data.status(cid, data.stamp(cid))
+        st.markdown("**Per-step table** (row grow 0 is the BC baseline)")
+        st.dataframe([{k: s.get(k) for k in STEP_COLUMNS} for s in st_["steps"]], hide_index=True, key="step_table")
+        fin = st_["final"]
+        if fin["mean_reward"]:
+            st.markdown(f"**Final {fin['split']} reward:** " +
+                        ", ".join(f"{p} {v:.4f}" for p, v in fin["mean_reward"].items()))
+
+    live()

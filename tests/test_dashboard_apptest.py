@@ -1,0 +1,359 @@
+"""The dashboard's page logic through streamlit.testing.v1.AppTest, over real DuckDB files in tmp_path.
+
+Fast tests (empty store): sign-in, role gating of the navigation and of each page, accounts. Slow tests share
+one tiny ReST-EM campaign run to DONE by engine.controller_service (the dashboard's own controller, in
+this process): the Campaigns, Reward distributions and Stopping criteria pages, and the SQL views checked
+against plain Python over the same samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import subprocess
+import sys
+import time
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import write_tiny_campaign
+from dashboard import auth
+from engine.config import load_config
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
+ROOT = Path(APP).parent.parent
+
+
+def _service(db: Path):
+    """The dashboard's cached ControllerService for this file (what every page of the app gets)."""
+    return auth._service(str(db))
+
+
+def app(db: Path, user: dict | None = None) -> AppTest:
+    """The app on `db`, signed in as `user` (or at the sign-in page), after its first run."""
+    os.environ["RESTGOV_DB"] = str(db)
+    at = AppTest.from_file(APP, default_timeout=60)
+    if user is not None:
+        at.session_state["user"] = user
+    return at.run()
+
+
+def texts(at: AppTest, kind: str = "error") -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+OPERATOR = {"name": "olga", "role": "operator"}
+ANNOTATOR = {"name": "ann", "role": "annotator"}
+AUDITOR = {"name": "aud", "role": "auditor"}
+
+
+@pytest.fixture(autouse=True)
+def _restore_db_env():
+    old = os.environ.get("RESTGOV_DB")
+    yield
+    if old is None:
+        os.environ.pop("RESTGOV_DB", None)
+    else:
+        os.environ["RESTGOV_DB"] = old
+
+
+@pytest.fixture
+def empty_db(tmp_path: Path) -> Path:
+    db = tmp_path / "db" / "restgov.duckdb"
+    store = _service(db).store
+    store.add_user("olga", "operator", "operator-pass")
+    store.add_user("ann", "annotator", "annotator-pass")
+    return db
+
+
+# ---------------------------------------------------------------- sign-in and roles
+
+
+def test_sign_in_page_is_the_only_page_before_sign_in(empty_db):
+    at = app(empty_db)
+    assert not at.exception
+    assert [t.value for t in at.title] == ["restgov"]
+    assert {t.label for t in at.text_input} == {"User name", "Password"}
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page("app_pages/campaigns.py")  # not registered at all: no URL reaches it
+
+
+def test_wrong_password_is_refused_and_right_one_signs_in(empty_db):
+    at = app(empty_db)
+    at.text_input(key="login_name").input("olga")
+    at.text_input(key="login_password").input("not-the-password")
+    at = button(at, "Sign in").click().run()
+    assert "Wrong user name or password" in texts(at)
+    assert at.session_state["user"] is None
+    at.text_input(key="login_password").input("operator-pass")
+    at = button(at, "Sign in").click().run()
+    assert not at.exception
+    assert at.session_state["user"] == {"name": "olga", "role": "operator"}
+    assert [t.value for t in at.title] == ["Campaigns"]
+    events = _service(empty_db).store.recent_events(None, 10, kinds=["login"])
+    assert [e["message"] for e in events[:2]] == ["olga signed in as operator", "failed sign-in for 'olga'"]
+
+
+def test_annotator_navigation_has_only_rate(empty_db):
+    at = app(empty_db, ANNOTATOR)
+    assert [t.value for t in at.title] == ["Rate"]
+    for page in ("campaigns", "stopping", "distributions", "drift", "users"):
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            at.switch_page(f"app_pages/{page}.py")
+
+
+def test_each_page_checks_the_role_itself(empty_db):
+    """Run an operator page file directly (as if the navigation had been bypassed): it refuses an annotator."""
+    os.environ["RESTGOV_DB"] = str(empty_db)
+    for page, user in (("campaigns", ANNOTATOR), ("stopping", AUDITOR), ("distributions", ANNOTATOR), ("users", AUDITOR)):
+        at = AppTest.from_file(str(ROOT / "dashboard" / "app_pages" / f"{page}.py"), default_timeout=30)
+        at.session_state["user"] = user
+        at.run()
+        assert "Access refused" in texts(at), page
+        assert not at.title, f"{page} drew its content for {user['role']}"
+
+
+def test_auditor_sees_audit_pages_only(empty_db):
+    at = app(empty_db, AUDITOR)
+    assert [t.value for t in at.title] == ["Reward distributions"]
+    for page in ("drift", "agreement", "reward_tests"):
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, page
+    with pytest.raises(ValueError):
+        at.switch_page("app_pages/campaigns.py")
+
+
+def test_users_cli_stores_salted_scrypt_hashes(tmp_path):
+    db = tmp_path / "u.duckdb"
+    cmd = [sys.executable, "-m", "dashboard.cli", "users", "add", "bob", "--role", "auditor", "--password-stdin", "--db", str(db)]
+    run = subprocess.run(cmd, input="bob-secret-1\n", capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    bad = subprocess.run(cmd[:5] + ["carl", "--role", "boss", "--password-stdin", "--db", str(db)], input="x" * 10 + "\n",
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert bad.returncode != 0 and "invalid choice" in bad.stderr
+    store = _service(db).store
+    store.add_user("dan", "annotator", "bob-secret-1")  # same password, different salt
+    assert store.verify_user("bob", "bob-secret-1") == {"name": "bob", "role": "auditor"}
+    assert store.verify_user("bob", "wrong-password") is None and store.verify_user("nobody", "x" * 8) is None
+    rows = store.cursor().execute("SELECT name, kdf, salt, pw_hash FROM users ORDER BY name").fetchall()
+    (_, kdf, salt_b, hash_b), (_, _, salt_d, hash_d) = rows
+    assert kdf.startswith("scrypt$") and bytes(salt_b) != bytes(salt_d) and bytes(hash_b) != bytes(hash_d)
+    assert bytes(hash_b) == hashlib.scrypt(b"bob-secret-1", salt=bytes(salt_b), n=2**14, r=8, p=1, dklen=32)
+    token = store.create_session("bob")
+    assert store.session_user(token) == {"name": "bob", "role": "auditor"}
+    store.end_session(token)
+    assert store.session_user(token) is None
+    with pytest.raises(ValueError, match="at least 8"):
+        store.add_user("eve", "operator", "short")
+
+
+# ---------------------------------------------------------------- a real tiny campaign
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory) -> tuple[Path, str, dict]:
+    """A tiny ReST-EM campaign (1 Grow, 1 Improve) run to DONE by the dashboard's controller service.
+
+    Returns (db, campaign id, the live progress snapshots seen while it ran).
+    """
+    root = tmp_path_factory.mktemp("dash")
+    db = root / "db" / "restgov.duckdb"
+    svc = _service(db)
+    svc.store.add_user("olga", "operator", "operator-pass")
+    cid = svc.create(load_config(write_tiny_campaign(root / "arith", grows=1)), "olga")
+    assert svc.start(cid, "olga") and not svc.start(cid, "olga")  # a second start is refused while it runs
+    seen: dict = {"descs": set(), "losses": 0, "eta": False, "sps": False}
+    t0 = time.time()
+    while svc.running(cid) and time.time() - t0 < 600:
+        lv = svc.live(cid)
+        seen["descs"].add(lv.get("desc"))
+        seen["losses"] = max(seen["losses"], len(lv["losses"]))
+        seen["eta"] |= lv.get("eta_s") is not None
+        seen["sps"] |= bool(lv.get("samples_per_s"))
+        time.sleep(0.2)
+    assert svc.wait(cid, 5)
+    assert svc.store.campaign(cid)["state"] == "DONE", svc.store.recent_events(cid, 5)
+    return db, cid, seen
+
+
+@pytest.mark.slow
+def test_controller_service_reports_live_progress(campaign):
+    _, _, seen = campaign
+    assert {"bootstrap BC", "grow 1"} <= seen["descs"]
+    assert seen["losses"] >= 1 and seen["sps"]
+
+
+@pytest.mark.slow
+def test_campaigns_page_lists_and_shows_the_step_table(campaign):
+    db, cid, _ = campaign
+    at = app(db, OPERATOR)
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Campaigns"]
+    table = at.dataframe(key="campaign_table").value
+    assert cid in list(table["id"]) and "DONE" in list(table["state"])
+    steps = at.dataframe(key="step_table").value
+    assert list(steps["policy"]) == ["base", "g1-i1"] and steps["kept"].iloc[1] > 0
+    assert "`DONE`" in texts(at, "markdown")
+    assert at.button(key="ctl_start").disabled and at.button(key="ctl_pause").disabled
+    assert at.button(key="ctl_stop").disabled  # DONE is final
+
+
+@pytest.mark.slow
+def test_form_shows_the_config_error_next_to_the_field(campaign):
+    db, _, _ = campaign
+    at = app(db, OPERATOR)
+    at.number_input(key="form_grow.temperature").set_value(-1.0)
+    at = button(at, "Create campaign").click().run()
+    form = next(b for b in at.main.children.values() if getattr(b, "type", "") == "expander")
+    flat = [e for e in form.iter_children()] if hasattr(form, "iter_children") else list(at.main)
+    kinds = [(e.type, getattr(e, "label", None) or str(getattr(e, "value", ""))[:60]) for e in at.get("number_input") + at.get("error")]
+    assert any("grow.temperature = -1.0: must be > 0" in str(e.value) for e in at.error), kinds
+    # The error is drawn right under the temperature field: the next element of the form after it.
+    elements = [n for n in _walk(at.main)]
+    i = next(k for k, n in enumerate(elements) if getattr(n, "label", None) == "Temperature")
+    assert elements[i + 1].type == "alert" or "grow.temperature" in str(getattr(elements[i + 1], "value", "")), flat
+
+
+def _walk(node):
+    for child in getattr(node, "children", {}).values():
+        if getattr(child, "children", None):
+            yield from _walk(child)
+        else:
+            yield child
+
+
+@pytest.mark.slow
+def test_uploaded_toml_errors_name_the_field_and_line_and_a_good_one_is_created(campaign, tmp_path):
+    db, _, _ = campaign
+    good = write_tiny_campaign(tmp_path / "up", grows=1, name="uploaded")
+    bad = good.read_text().replace("temperature = 0.8", "temperature = -2.0")
+    at = app(db, OPERATOR)
+    at.text_input(key="new_toml_base").input(str(good.parent))
+    at.file_uploader(key="new_toml").set_value(("bad.toml", bad.encode(), "application/toml"))
+    at = at.run()
+    at = at.button(key="new_toml_go").click().run()
+    line = bad.splitlines().index("temperature = -2.0") + 1
+    assert f"**grow.temperature** (line {line}) = `-2.0`: must be > 0" in texts(at)
+    n_before = len(_service(db).store.campaigns())
+    at.file_uploader(key="new_toml").set_value(("good.toml", good.read_bytes(), "application/toml"))
+    at = at.run()
+    at = at.button(key="new_toml_go").click().run()
+    assert not at.exception and not texts(at)
+    rows = _service(db).store.campaigns()
+    assert len(rows) == n_before + 1 and rows[-1]["name"] == "uploaded" and rows[-1]["state"] == "CREATED"
+
+
+@pytest.mark.slow
+def test_distributions_page_draws_every_chart_from_sql(campaign):
+    db, cid, _ = campaign
+    at = app(db, AUDITOR)
+    assert not at.exception and [t.value for t in at.title] == ["Reward distributions"]
+    charts = [e for e in _walk(at.main) if e.type == "plotly_chart"]
+    assert len(charts) == 5  # histogram, ECDF, per-source bands, reward vs length, Best-of-N
+    store = _service(db).store
+    (n,) = store.cursor().execute("SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = 1", [cid]).fetchone()
+    assert f"Grow 1: {n:,} scored pairs" in texts(at, "caption")
+    filters = at.dataframe(key="dist_filters").value
+    assert list(filters["kept"]) == [f["kept"] for f in store.filters(cid)]
+    at.slider(key="dist_tau").set_value(0.5).run()
+    taus = at.dataframe(key="dist_taus").value
+    (kept,) = store.cursor().execute(
+        "SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = 1 AND reward > 0.5", [cid]).fetchone()
+    assert int(taus.loc[taus["τ"] == 0.5, "kept pairs"].iloc[0]) == kept
+
+
+@pytest.mark.slow
+def test_views_match_plain_python(campaign):
+    db, cid, _ = campaign
+    store = _service(db).store
+    rows = store.cursor().execute(
+        "SELECT source_id, sample_idx, reward, n_tokens FROM samples WHERE campaign_id = ? AND grow = 1", [cid]).fetchall()
+    hist = store.reward_histogram(cid, bins=10)
+    assert sum(h["n"] for h in hist) == len(rows) and math.isclose(hist[-1]["ecdf"], 1.0)
+    for h in hist:
+        assert h["n"] == sum(1 for r in rows if min(max(int(math.floor(r[2] * 10)), 0), 9) == h["bin"])
+    for k in store.kept_shares(cid, 1, [0.0, 0.5, 0.99]):
+        assert k["kept"] == sum(1 for r in rows if r[2] > k["tau"])
+    gen = [r for r in rows if r[1] >= 0]
+    by_src: dict[str, list[float]] = {}
+    for sid, _, rew, _ in gen:
+        by_src.setdefault(sid, []).append(rew)
+    for b in store.grow_best_of_n(cid, 1, [1, 2]):  # exact expectation over all n-subsets of each source
+        want = sum(sum(max(c) for c in combinations(v, b["n"])) / math.comb(len(v), b["n"]) for v in by_src.values())
+        assert math.isclose(b["best_of_n"], want / len(by_src), rel_tol=1e-9)
+    sp = store.source_percentiles(cid, 1, bands=4, taus=[0.5])
+    assert sp["n_sources"] == len(by_src) and sp["empty_at"][0]["sources"] == sum(max(v) <= 0.5 for v in by_src.values())
+    rl = store.reward_vs_length(cid, 1)
+    assert sum(c["n"] for c in rl["cells"]) == sum(1 for r in gen if r[3] is not None)
+
+
+@pytest.mark.slow
+def test_stopping_criteria_edit_is_validated_and_logged(campaign):
+    db, cid, _ = campaign
+    at = app(db, OPERATOR)
+    at.switch_page("app_pages/stopping.py").run()
+    # DONE is final: the form is read-only; a live-campaign edit goes through the same store call, tested below.
+    assert at.number_input(key=f"stop_{cid}_max_grow_steps").disabled
+    store = _service(db).store
+    from engine.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        store.update_stop_config(cid, {"max_grow_steps": 1, "window": 0}, "olga")
+    assert e.value.field == "stop.window"
+    changed = store.update_stop_config(cid, {"max_grow_steps": 3, "target_reward": 0.9}, "olga")
+    assert changed == {"max_grow_steps": [1, 3], "target_reward": [None, 0.9]}
+    assert store.campaign(cid)["config"]["stop"]["max_grow_steps"] == 3
+    ev = store.recent_events(cid, 1, kinds=["config"])[0]
+    assert ev["actor"] == "olga" and "max_grow_steps 1 -> 3" in ev["message"]
+    store.update_stop_config(cid, {"max_grow_steps": 1}, "olga")  # back, so other tests see the campaign as run
+
+
+@pytest.mark.slow
+def test_stopping_page_saves_on_an_editable_campaign(campaign, tmp_path):
+    db, _, _ = campaign
+    svc = _service(db)
+    cid = svc.create(load_config(write_tiny_campaign(tmp_path / "c", grows=1, name="editable")), "olga")
+    at = app(db, OPERATOR)
+    at.session_state["cid"] = cid
+    at.switch_page("app_pages/stopping.py").run()
+    at.number_input(key=f"stop_{cid}_window").set_value(0)
+    at = button(at, "Save [stop]").click().run()
+    assert "stop.window = 0: must be >= 1" in texts(at)
+    at.number_input(key=f"stop_{cid}_window").set_value(2)
+    at.number_input(key=f"stop_{cid}_min_improvement").set_value(0.01)
+    at = button(at, "Save [stop]").click().run()
+    assert not texts(at)
+    stop = svc.store.campaign(cid)["config"]["stop"]
+    assert stop["window"] == 2 and stop["min_improvement"] == 0.01
+    history = at.dataframe(key="stop_history").value
+    assert "olga" in list(history["actor"]) and any("window 1 -> 2" in m for m in history["message"])
+    assert svc.stop(cid, "olga") and svc.store.campaign(cid)["state"] == "STOPPED"
+
+
+@pytest.mark.slow
+def test_pause_and_resume_from_the_page(campaign, tmp_path):
+    db, _, _ = campaign
+    svc = _service(db)
+    cid = svc.create(load_config(write_tiny_campaign(tmp_path / "p", grows=1, name="pausable")), "olga")
+    at = app(db, OPERATOR)
+    at.session_state["cid"] = cid
+    at = at.run()
+    at = at.button(key="ctl_start").click().run()
+    assert svc.running(cid)
+    at = at.button(key="ctl_pause").click().run()
+    assert svc.wait(cid, 60)
+    assert svc.store.campaign(cid)["state"] == "PAUSED"
+    at = at.run()
+    assert not at.button(key="ctl_start").disabled and at.button(key="ctl_start").label == "Resume"
+    at = at.button(key="ctl_stop").click().run()
+    assert svc.store.campaign(cid)["state"] == "STOPPED"
+    actors = {e["actor"] for e in svc.store.recent_events(cid, 20, kinds=["request", "state"])}
+    assert "olga" in actors
