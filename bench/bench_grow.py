@@ -94,22 +94,30 @@ def main(argv: list[str] | None = None) -> int:
 
     # Warm-up: the first generate call in a process pays one-off costs.
     one_big_call(policy, prompts[:8], args)
+    # Repeats are interleaved (a, b, c..., a, b, c...) so that changing background load hits every variant alike.
+    times: list[list[float]] = [[] for _ in variants]
+    outs: list[list[tuple[int, int]]] = [[] for _ in variants]
+    for r in range(args.repeats):
+        for i, (name, _, fn) in enumerate(variants):
+            torch.manual_seed(r)
+            sec, out = median_time(fn, 1)
+            times[i].append(sec)
+            outs[i].extend(out)
+            print(f"  repeat {r}: {name}: {sec:.2f}s", file=sys.stderr)
     rows = []
-    for name, calls, fn in variants:
-        torch.manual_seed(0)
-        med, outs = median_time(fn, args.repeats)
-        n = outs[0][0]
-        mean_len = statistics.mean([o[1] / o[0] for o in outs])
-        rows.append((name, calls, n, med, n / med, mean_len))
-        print(f"  {name}: median {med:.2f}s", file=sys.stderr)
+    for (name, calls, _), ts, os_ in zip(variants, times, outs):
+        med = statistics.median(ts)
+        mean_len = statistics.mean([o[1] / o[0] for o in os_])
+        rows.append((name, calls, os_[0][0], med, os_[0][0] / med, mean_len, ts))
 
     base = rows[0][4]
     print(f"\nGrow: {len(sources)} sources x K={args.k}, max_new_tokens={args.max_new_tokens}, "
-          f"temperature={args.temperature}, policy trained {args.train_steps} BC steps, median of {args.repeats}\n")
-    print("| variant | generate calls | samples | median s | samples/s | vs first row | mean new tokens/sample |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, calls, n, med, rate, mean_len in rows:
-        print(f"| {name} | {calls} | {n} | {med:.2f} | {rate:.0f} | {rate / base:.2f}x | {mean_len:.1f} |")
+          f"temperature={args.temperature}, policy trained {args.train_steps} BC steps, median of {args.repeats} interleaved repeats\n")
+    print("| variant | generate calls | samples | median s | samples/s | vs first row | mean new tokens/sample | all runs s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for name, calls, n, med, rate, mean_len, ts in rows:
+        runs = ", ".join(f"{t:.1f}" for t in ts)
+        print(f"| {name} | {calls} | {n} | {med:.2f} | {rate:.0f} | {rate / base:.2f}x | {mean_len:.1f} | {runs} |")
     print(f"\nat start: {start_env}\nat end:   {env_line()}")
     return 0
 

@@ -87,15 +87,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nImprove: {args.steps} steps x batch {args.batch_size}, AdamW lr={args.lr}, arith pairs, "
           f"scratch GPT-2 (2 layers, d=128), median of {args.repeats}\n")
-    print("| loop | target tokens | median s | target tokens/s | first-step loss | steps/s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| loop | target tokens | median s | target tokens/s | first-step loss | steps/s | all runs s |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     rates = {}
     for name, outs in results.items():
         toks, first = outs[0][0], outs[0][2]
         assert all(o[0] == toks for o in outs)
         med = statistics.median(o[1] for o in outs)
         rates[name] = toks / med
-        print(f"| {name} | {toks} | {med:.2f} | {toks / med:.0f} | {first:.4f} | {args.steps / med:.1f} |")
+        runs = ", ".join(f"{o[1]:.2f}" for o in outs)
+        print(f"| {name} | {toks} | {med:.2f} | {toks / med:.0f} | {first:.4f} | {args.steps / med:.1f} | {runs} |")
     ratio = rates["engine.improve.fine_tune"] / rates["bare PyTorch loop"]
     print(f"\nfine_tune / bare loop throughput ratio: {ratio:.2f}")
     print(f"\nat start: {start_env}\nat end:   {env_line()}")

@@ -1,7 +1,8 @@
 """restgov dashboard entry: `restgov dashboard [--db PATH] [--port N] [--local]`.
 
-Builds the navigation from the signed-in user's role, so a page of another role is not registered at all
-(its URL falls back to the user's first page, with a refusal notice); every page also checks the role itself.
+Builds the navigation from the signed-in user's role: a page of another role is registered only as a hidden
+refusal under its URL, so opening it by URL says "Access refused" and never runs the page's file; every page
+also checks the role itself at its top.
 """
 
 from __future__ import annotations
@@ -26,23 +27,14 @@ if user is None:
 else:
     keys = auth.pages_for(user["role"])
     sections: dict[str, list] = {}
-    for key in keys:
-        p = auth.PAGES[key]
-        sections.setdefault(p["section"], []).append(
-            st.Page(p["file"], title=p["title"], icon=p["icon"], url_path=key, default=key == keys[0]))
+    for key, p in auth.PAGES.items():
+        if key in keys:
+            page = st.Page(p["file"], title=p["title"], icon=p["icon"], url_path=key, default=key == keys[0])
+            sections.setdefault(p["section"], []).append(page)
+        else:  # the URL answers with a refusal; the page's own file is never run for this role
+            sections.setdefault("", []).append(
+                st.Page(auth.refusal(key), title=p["title"], url_path=key, visibility="hidden"))
     pg = st.navigation(sections)
-    if "refused" not in st.session_state:  # the URL this browser session opened, checked once
-        asked = auth.requested_page()
-        st.session_state.refused = asked if asked and asked not in keys else None
-        if st.session_state.refused:
-            auth.service().store.add_event(None, "access", f"{user['name']} ({user['role']}) refused page {asked}",
-                                           actor=user["name"])
-    if st.session_state.refused and pg.url_path != keys[0]:
-        st.session_state.refused = None  # shown until the user moves on
-    if st.session_state.refused:
-        page = auth.PAGES[st.session_state.refused]
-        st.error(f"Access refused: **{page['title']}** is for {' and '.join(page['roles'])} accounts; "
-                 f"you are signed in as {user['name']} ({user['role']}).", icon=":material/block:")
     with st.sidebar:
         st.caption(f"Signed in as **{user['name']}** ({user['role']})" + (" · local mode" if user.get("local") else ""))
         st.caption(f"Store: `{auth.settings().db}`")

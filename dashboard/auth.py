@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import streamlit as st
 
@@ -104,14 +103,18 @@ def require_page(key: str) -> dict:
     return user
 
 
-def requested_page() -> str | None:
-    """The page key named by the URL the browser opened (st.navigation falls back to the default page)."""
-    try:
-        path = urlparse(st.context.url or "").path.rstrip("/")
-    except Exception:  # noqa: BLE001 - no browser (AppTest)
-        return None
-    key = path.rsplit("/", 1)[-1] if path else ""
-    return key if key in PAGES else None
+def refusal(key: str):
+    """A stand-in page for `key` in the navigation of a role that may not open it (logged as an access event)."""
+    page = PAGES[key]
+
+    def refused() -> None:
+        user = current_user() or {"name": "?", "role": "?"}
+        service().store.add_event(None, "access", f"{user['name']} ({user['role']}) refused page {key}", actor=user["name"])
+        st.error(f"Access refused: **{page['title']}** is for {' and '.join(page['roles'])} accounts; "
+                 f"you are signed in as {user['name']} ({user['role']}).", icon=":material/block:")
+
+    refused.__name__ = f"refused_{key.replace('-', '_')}"
+    return refused
 
 
 def sign_in(name: str, password: str) -> bool:

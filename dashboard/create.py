@@ -93,7 +93,7 @@ FORM = [
     ("data.validation", "Validation data", "text", ""),
     ("data.test", "Test data (optional)", "text", ""),
     ("policy.path", "Policy directory (empty: train a tiny GPT-2 from scratch)", "text", ""),
-    ("reward.kind", "Reward", "select", list(REWARD_KINDS)),
+    ("reward.kind", "Reward", "select", sorted(REWARD_KINDS, key=lambda k: k != "exact_match")),
     ("reward.path", "Reward model directory (hf, minilm)", "text", ""),
     ("reward.function", "Reward function module:function (callable)", "text", ""),
     ("grow.samples_per_source", "Samples per source (K)", "int", 8),

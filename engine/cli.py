@@ -202,7 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="output format (default parquet)")
     e.add_argument("--out", help="output file (default ID-samples.FORMAT)")
 
+    from reward_tests.cli import add_parser as add_reward_test
+
     from .governance_cli import add_parsers as add_governance_parsers
+
+    add_reward_test(sub)
 
     add_governance_parsers(sub, DEFAULT_DB)
     return p

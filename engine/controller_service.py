@@ -117,12 +117,10 @@ class ControllerService:
             try:
                 cfg, _ = self.recipe_config(name, budget)
                 cid = self.create(cfg, actor)
-                with self._lock:
-                    self._jobs[job].update(cid=cid, status="created")
                 if start:
                     self.start(cid, actor)
-                    with self._lock:
-                        self._jobs[job]["status"] = "started"
+                with self._lock:  # the campaign id is published once it runs, so a page sees it running
+                    self._jobs[job].update(cid=cid, status="started" if start else "created")
             except Exception as e:  # shown on the page
                 with self._lock:
                     self._jobs[job].update(status="failed", error=f"{type(e).__name__}: {e}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from conftest import N_TRAIN, K, campaign_ids, restgov, write_tiny_campaign
+from conftest import N_TRAIN, K, campaign_ids, restgov
 
 HELP = {
     "demo": ["--recipe", "--small", "--data-dir", "--db", "arith", "toy-mt"],
@@ -39,8 +39,8 @@ def test_subcommand_help_mentions_its_arguments(cmd: str):
         assert word in res.stdout, f"{cmd} --help does not mention {word}"
 
 
-def test_run_with_a_bad_field_names_it(tmp_path: Path):
-    cfg = write_tiny_campaign(tmp_path / "cfg")
+def test_run_with_a_bad_field_names_it(tiny_arith: Path, tmp_path: Path):
+    cfg = tiny_arith
     cfg.write_text(cfg.read_text().replace("temperature = 0.8", "temperature = -1.0"))
     db = tmp_path / "db" / "restgov.duckdb"
     res = restgov("run", cfg, "--db", db, timeout=60)
@@ -50,8 +50,8 @@ def test_run_with_a_bad_field_names_it(tmp_path: Path):
     assert not db.exists()  # nothing was started
 
 
-def test_run_with_an_unknown_field_names_it(tmp_path: Path):
-    cfg = write_tiny_campaign(tmp_path / "cfg")
+def test_run_with_an_unknown_field_names_it(tiny_arith: Path, tmp_path: Path):
+    cfg = tiny_arith
     cfg.write_text(cfg.read_text().replace("[stop]\n", "[stop]\nmax_grow_step = 3\n"))
     res = restgov("run", cfg, "--db", tmp_path / "r.duckdb", timeout=60)
     assert res.returncode != 0
@@ -67,8 +67,8 @@ def test_run_with_a_toml_syntax_error_names_the_file(tmp_path: Path):
     assert "Traceback" not in res.stderr
 
 
-def test_run_with_a_bad_data_row_names_file_and_line(tmp_path: Path):
-    cfg = write_tiny_campaign(tmp_path / "cfg")
+def test_run_with_a_bad_data_row_names_file_and_line(tiny_rest: Path, tmp_path: Path):
+    cfg = tiny_rest
     train = cfg.parent / "train.jsonl"
     lines = train.read_text().splitlines()
     lines[2] = json.dumps({"id": "2", "source": "Ann has 3 apples."})  # line 3: no reference

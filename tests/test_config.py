@@ -177,3 +177,17 @@ def test_rest_em_defaults_survive_a_round_trip():
     cfg = config_from_dict(_with("mode", "rest-em"))
     again = config_from_dict(config_to_dict(cfg))
     assert again == cfg
+
+
+def test_the_tiny_campaign_fixtures_load(tiny_arith: Path, tiny_rest: Path):
+    """The TOML files the end-to-end tests run: ReST-EM defaults applied, explicit fields kept, paths resolved."""
+    em = load_config(tiny_arith)
+    assert em.mode == "rest-em" and em.improve.rule == "binary" and em.improve.init == "restart_from_base"
+    assert em.improve.original_mix == 1.0  # set in the file: wins over the ReST-EM default of 0
+    assert em.stop.max_grow_steps == 2 and em.grow.samples_per_source == 2 and em.grow.shard_sources == 16
+    assert em.policy.scratch is not None and em.policy.scratch.n_embd == 32
+    for p in (em.data.train, em.data.validation, em.data.test):
+        assert Path(p).is_absolute() and Path(p).is_file()
+    rest = load_config(tiny_rest)
+    assert rest.mode == "rest" and rest.improve.rule == "percentile" and rest.improve.percentiles == [0.0, 50.0]
+    assert rest.improve.init == "warm_start"

@@ -226,12 +226,6 @@ def test_grow_stats_match_python(store: Store):
     assert (st["min"], st["max"]) == (min(rs), max(rs))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (store.py _KEEP['interpolation']): tau = g*max + (1-g)*avg is compared without tolerance; "
-    "for a source whose K candidates share one reward, avg/rounding can land one ulp above that reward and the "
-    "source keeps nothing",
-)
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 0.8])
 def test_interpolation_keeps_the_best_candidate_of_every_source(tmp_path: Path, gamma: float):
     """tau(x) <= max_reward(x) for every gamma in [0, 1], so each source keeps at least its best candidate.

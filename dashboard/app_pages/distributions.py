@@ -17,13 +17,16 @@ if cid is None:
 c1, c2 = st.columns(2)
 bins = c1.select_slider("Histogram bins", [10, 20, 50, 100, 200], value=50, key="dist_bins")
 gen = c2.toggle("Generated candidates only (leave out the original pairs of D)", key="dist_gen")
+grows = data.grows(cid, data.stamp(cid))
 
 
 @st.fragment(run_every="3s" if svc.running(cid) else None)
 def overlaid() -> None:
     """Refreshes while the campaign runs: a Grow step's histogram fills in as its shards are ingested."""
     stamp = data.stamp(cid)
-    if not data.grows(cid, stamp):
+    if data.grows(cid, stamp) != grows:
+        st.rerun()  # a new Grow step has samples: redraw the whole page (its step picker too)
+    if not grows:
         st.info("No scored samples yet: the charts appear when the first Grow shard is ingested.")
         return
     rows, th = data.histogram(cid, bins, gen, stamp), data.thresholds(cid, stamp)
@@ -40,10 +43,9 @@ def overlaid() -> None:
 
 
 overlaid()
-stamp = data.stamp(cid)
-grows = data.grows(cid, stamp)
 if not grows:
     st.stop()
+stamp = data.stamp(cid)
 st.subheader("One Grow step")
 c1, c2 = st.columns(2)
 g = c1.selectbox("Grow step", grows, index=len(grows) - 1, key="dist_grow")

@@ -9,9 +9,10 @@ from __future__ import annotations
 from .core import CoreStore, now
 from .drift import DriftMixin
 from .ratings import RatingsMixin
+from .reward_tests import RewardTestsMixin
 
 
-class Store(RatingsMixin, DriftMixin, CoreStore):
+class Store(RewardTestsMixin, RatingsMixin, DriftMixin, CoreStore):
     pass
 
 

@@ -244,8 +244,10 @@ class CoreStore:
         # Per source: keep rewards at or above the source's p-th percentile (param in [0, 100)).
         "percentile": "s.reward >= quantile_cont(s.reward, $param / 100.0) OVER (PARTITION BY s.source_id)",
         # Per source: tau(x) = gamma * max + (1 - gamma) * mean.
-        "interpolation": "s.reward >= $param * max(s.reward) OVER (PARTITION BY s.source_id) "
-        "+ (1 - $param) * avg(s.reward) OVER (PARTITION BY s.source_id)",
+        # least(max, ...) and the 1e-12 slack: avg() can land an ulp above max when all rewards are equal.
+        "interpolation": "s.reward >= least(max(s.reward) OVER (PARTITION BY s.source_id), "
+        "$param * max(s.reward) OVER (PARTITION BY s.source_id) "
+        "+ (1 - $param) * avg(s.reward) OVER (PARTITION BY s.source_id)) - 1e-12",
         # RAFT: one global quantile of the step's rewards.
         "quantile": "s.reward >= (SELECT quantile_cont(reward, $param) FROM samples WHERE campaign_id = $cid AND grow = $grow)",
         # ReST-EM: binary reward, keep the correct ones.
