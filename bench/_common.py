@@ -26,7 +26,7 @@ def arith_policy(n_train: int = 2000, train_steps: int = 100, seed: int = 0, cac
 
     With `cache`, the trained policy is saved there (save_pretrained) and loaded on later runs.
     """
-    splits = make_splits(seed=7, n_train=n_train, n_val=200, n_test=300)
+    splits = make_splits(seed=7, sizes=dict(train=n_train, validation=200, test=300), answer_only=())
     if cache is not None and (cache / "config.json").is_file():
         policy = load_policy(cache, TEMPLATE)
         policy.model.eval()

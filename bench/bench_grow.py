@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024], help="engine.grow.sample batch_size values")
     ap.add_argument("--train-steps", type=int, default=100, help="BC steps before sampling (0: untrained policy)")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats per variant; the median is reported")
     ap.add_argument("--cache", type=Path, default=Path(__file__).parent / "out" / "arith-policy",
                     help="trained policy cached at CACHE-<train steps>; delete it to retrain")
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-loop", action="store_true", help="skip the slow per-source loop (a)")
     args = ap.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     start_env = env_line()
     t0 = time.perf_counter()
     cache = None if args.no_cache else args.cache.with_name(f"{args.cache.name}-{args.train_steps}")
@@ -113,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0][4]
     print(f"\nGrow: {len(sources)} sources x K={args.k}, max_new_tokens={args.max_new_tokens}, "
           f"temperature={args.temperature}, policy trained {args.train_steps} BC steps, median of {args.repeats} interleaved repeats\n")
-    print("| variant | generate calls | samples | median s | samples/s | vs first row | mean new tokens/sample | all runs s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    print("| variant | generate calls | samples | median s | samples/s (median) | vs first row | samples/s (fastest run) "
+          "| mean new tokens/sample | all runs s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, calls, n, med, rate, mean_len, ts in rows:
         runs = ", ".join(f"{t:.1f}" for t in ts)
-        print(f"| {name} | {calls} | {n} | {med:.2f} | {rate:.0f} | {rate / base:.2f}x | {mean_len:.1f} | {runs} |")
+        print(f"| {name} | {calls} | {n} | {med:.2f} | {rate:.0f} | {rate / base:.2f}x | {n / min(ts):.0f} "
+              f"| {mean_len:.1f} | {runs} |")
     print(f"\nat start: {start_env}\nat end:   {env_line()}")
     return 0
 

@@ -112,6 +112,9 @@ def refusal(key: str):
         service().store.add_event(None, "access", f"{user['name']} ({user['role']}) refused page {key}", actor=user["name"])
         st.error(f"Access refused: **{page['title']}** is for {' and '.join(page['roles'])} accounts; "
                  f"you are signed in as {user['name']} ({user['role']}).", icon=":material/block:")
+        if user["role"] in ROLES:
+            home = PAGES[pages_for(user["role"])[0]]
+            st.page_link(home["file"], label=f"Go to {home['title']}", icon=home["icon"])
 
     refused.__name__ = f"refused_{key.replace('-', '_')}"
     return refused

@@ -51,7 +51,7 @@ class Unit:
 
 def new_campaign(store: Store, cfg: CampaignConfig, run_root: str | Path, actor: str = "cli") -> str:
     """Validate the data (errors name file and line), copy the splits into the run dir, register the campaign."""
-    splits = {s: load_split(cfg.data, s) for s in ("train", "validation", "test")}
+    splits = {s: load_split(cfg.data, s) for s in ("train", "validation", "test", "bootstrap")}
     slug = re.sub(r"[^a-z0-9]+", "-", cfg.name.lower()).strip("-")[:32] or "campaign"
     cid = f"{slug}-{uuid.uuid4().hex[:6]}"
     run_dir = Path(run_root).resolve() / cid
@@ -66,6 +66,36 @@ def new_campaign(store: Store, cfg: CampaignConfig, run_root: str | Path, actor:
         store.add_prompts(cid, split, [(e.id, e.source, e.reference) for e in exs])
     store.create_campaign(cid, cfg.name, cfg.mode, config_to_dict(cfg), str(run_dir), actor=actor)
     return cid
+
+
+CRITERIA_SECTIONS = ("stop", "gates")
+
+
+def update_criteria(store: Store, cid: str, changes: dict[str, object], actor: str) -> CampaignConfig:
+    """Change stopping criteria or gates (`{"stop.max_grow_steps": 3}`) of a campaign, running or not.
+
+    The new config is validated as a whole before it is written; the event records who changed what.
+    """
+    row = store.campaign(cid)
+    if row is None:
+        raise KeyError(f"no campaign {cid!r} in {store.path}")
+    new = json.loads(json.dumps(row["config"]))
+    before = {}
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if section not in CRITERIA_SECTIONS or not name:
+            raise ValueError(f"{key}: only stop.* and gates.* criteria can be changed on an existing campaign")
+        before[key] = new.setdefault(section, {}).get(name)
+        if value is None:
+            new[section].pop(name, None)
+        else:
+            new[section][name] = value
+    cfg = config_from_dict(new)  # raises ConfigError naming the field
+    clean = config_to_dict(cfg)
+    summary = ", ".join(f"{k}: {before[k]!r} -> {v!r}" for k, v in changes.items())
+    store.update_config(cid, clean, actor, f"criteria changed by {actor}: {summary}",
+                        {"before": before, "after": dict(changes)})
+    return cfg
 
 
 class Controller:
@@ -144,16 +174,22 @@ class Controller:
         return Unit(f"g{g}-grow", "grow", g)
 
     # ------------------------------------------------------------------ running
-    def run(self, cid: str) -> str:
-        """Advance the campaign until it finishes, stops or fails. Returns the final state."""
+    def run(self, cid: str, override_gates: tuple[str, ...] = (), actor: str = "operator") -> str:
+        """Advance the campaign until it finishes, pauses, stops or fails. Returns the final state.
+
+        The config is re-read before every unit, so criteria changed while it runs apply at the next
+        check. `override_gates` lets the named gates through once (logged with `actor`).
+        """
         row, cfg = self._cfg(cid)
-        if row["state"] == "DONE":
-            return "DONE"
+        if row["state"] in ("DONE", "STOPPED") and "final" in self.store.done_steps(cid):
+            return row["state"]
         with self._lock:
             self._stop.pop(cid, None)
         run_dir = Path(row["run_dir"])
+        overrides = set(override_gates)
         try:
             while True:
+                row, cfg = self._cfg(cid)
                 unit = self.next_unit(cid, cfg)
                 if isinstance(unit, str):
                     self._final(cid, cfg, run_dir, unit)
@@ -161,6 +197,17 @@ class Controller:
                 if unit is None:
                     return "DONE"
                 self._check_stop(cid)
+                if unit.kind == "grow":
+                    failed = self._check_gates(cid, cfg, run_dir, unit.grow, overrides, actor)
+                    overrides.clear()
+                    if failed:
+                        msg = f"gate {failed.gate}: {failed.message}"
+                        if cfg.gates.action == "stop":
+                            self._final(cid, cfg, run_dir, msg, state="STOPPED")
+                            return "STOPPED"
+                        self.store.set_state(cid, "PAUSED", f"paused before grow {unit.grow}: {msg}", reason=msg,
+                                             payload=failed.figures)
+                        return "PAUSED"
                 self._run_unit(cid, cfg, run_dir, unit)
         except StopRequested as e:
             state = str(e)
@@ -177,20 +224,49 @@ class Controller:
         if state:
             raise StopRequested(state)
 
-    def _final(self, cid: str, cfg: CampaignConfig, run_dir: Path, reason: str) -> None:
+    def _final(self, cid: str, cfg: CampaignConfig, run_dir: Path, reason: str, state: str = "DONE") -> None:
         done = self.store.done_steps(cid)
         if "final" not in done:
             self.store.add_event(cid, "stop_criterion", reason)
             self._run_unit(cid, cfg, run_dir, Unit("final", "final"), reason=reason)
-        self.store.set_state(cid, "DONE", f"campaign finished: {reason}", reason=reason)
+        self.store.set_state(cid, state, f"campaign finished: {reason}", reason=reason)
+
+    def _check_gates(self, cid: str, cfg: CampaignConfig, run_dir: Path, g: int, overrides: set[str], actor: str):
+        """The first failing gate before Grow g (its figures recorded as an event), or None."""
+        from . import gates
+
+        checks = []
+        if cfg.gates.reward_tests:
+            version = gates.reward_version(cfg)
+            res = gates.reward_tests_gate(self.store, cfg, version)
+            if res is None:  # never tested: run the suite in a worker, store it, then decide
+                u = Unit(f"reward-tests-{version}", "reward_tests")
+                self._run_unit(cid, cfg, run_dir, u)
+                res = gates.reward_tests_gate(self.store, cfg, version)
+            checks.append(res)
+        if cfg.gates.drift:
+            checks.append(gates.drift_gate(self.store, cfg, cid))
+        if cfg.gates.human_min_ratings or cfg.gates.human_min_diff is not None:
+            latest = self.store.grow_policy(cid, g - 1) if g > 1 else "base"
+            checks.append(gates.human_gate(self.store, cfg, cid, latest))
+        for res in checks:
+            if res.passed:
+                continue
+            if res.gate in overrides:
+                self.store.add_event(cid, "gate", f"gate {res.gate} overridden before grow {g}: {res.message}", res.figures, actor=actor)
+                continue
+            self.store.add_event(cid, "gate", f"gate {res.gate} failed before grow {g}: {res.message}", res.figures)
+            return res
+        return None
 
     def _run_unit(self, cid: str, cfg: CampaignConfig, run_dir: Path, u: Unit, reason: str | None = None) -> None:
-        state = {"bootstrap": "BOOTSTRAP", "grow": f"GROW({u.grow})", "improve": f"IMPROVE({u.grow},{u.improve})", "final": "EVAL(final)"}[u.kind]
+        state = {"bootstrap": "BOOTSTRAP", "grow": f"GROW({u.grow})", "improve": f"IMPROVE({u.grow},{u.improve})",
+                 "final": "EVAL(final)", "reward_tests": "GATE(reward_tests)"}[u.kind]
         self.store.set_state(cid, state, f"start {u.key}")
         self.store.start_step(cid, u.key, u.kind, u.grow, u.improve)
         step_dir = run_dir / "steps" / u.key
         task = {"kind": u.kind, "step_key": u.key, "config": config_to_dict(cfg), "grow": u.grow, "improve": u.improve,
-                "inputs": {s: str(p) for s in ("train", "validation", "test") if (p := run_dir / "inputs" / f"{s}.parquet").exists()}}
+                "inputs": {s: str(p) for s in ("train", "validation", "test", "bootstrap") if (p := run_dir / "inputs" / f"{s}.parquet").exists()}}
         ckpt = run_dir / "checkpoints"
         if u.kind == "bootstrap":
             task["out_checkpoint"] = str(ckpt / "base")
@@ -298,6 +374,10 @@ class Controller:
             stats = s.grow_stats(cid, u.grow)
             result |= {"n_samples": stats["n"], "mean_reward": stats["mean"]}
             s.add_event(cid, "grow", f"grow {u.grow}: {stats['n']} scored pairs, mean reward {stats['mean']:.4f}", stats)
+        elif u.kind == "reward_tests":
+            run_id = s.save_reward_test_run(result["report"])
+            s.add_event(cid, "reward_tests", f"reward {result['report']['reward_version']}: {result['report']['verdict']}",
+                        {"run_id": run_id, "failed": result["report"]["failed"]})
         elif u.kind == "final":
             result["stop_reason"] = reason
             for pol, r in result["policies"].items():

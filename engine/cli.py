@@ -63,7 +63,7 @@ class _Bars:
             self.progress.console.print(f"[red]{key}: {ev['message']}")
 
 
-def _drive(store, cid: str) -> int:
+def _drive(store, cid: str, override_gates: tuple[str, ...] = (), actor: str = "cli") -> int:
     from .campaign import Controller
 
     bars = _Bars()
@@ -71,12 +71,15 @@ def _drive(store, cid: str) -> int:
     print(f"campaign {cid}  (db {store.path})")
     try:
         with bars.progress:
-            state = ctl.run(cid)
+            state = ctl.run(cid, override_gates=override_gates, actor=actor)
     except KeyboardInterrupt:
         store.set_state(cid, "PAUSED", "interrupted from the terminal", actor="cli")
         print(f"\ninterrupted: resume with  restgov resume {cid} --db {store.path}")
         return 130
     _print_table(store, cid)
+    if state == "PAUSED":
+        print(f"paused by a gate: change the criteria (restgov criteria {cid} --set ...) or "
+              f"override it once (restgov resume {cid} --override-gate NAME), then resume")
     return 0 if state == "DONE" else 1
 
 
@@ -135,8 +138,37 @@ def cmd_resume(a) -> int:
     row = store.campaign(a.id)
     if row is None:
         sys.exit(f"error: no campaign {a.id!r} in {a.db}; `restgov status --db {a.db}` lists them")
-    store.add_event(a.id, "resume", "resumed from the command line", actor="cli")
-    return _drive(store, a.id)
+    store.add_event(a.id, "resume", "resumed from the command line", actor=a.actor)
+    return _drive(store, a.id, tuple(a.override_gate), a.actor)
+
+
+def cmd_criteria(a) -> int:
+    import tomllib
+
+    from .campaign import update_criteria
+    from .config import ConfigError
+
+    store = _open_store(a.db)
+    if store.campaign(a.id) is None:
+        sys.exit(f"error: no campaign {a.id!r} in {a.db}")
+    changes = {}
+    for item in a.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            sys.exit(f"error: --set {item!r}: use KEY=VALUE, e.g. stop.max_grow_steps=3")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word is a string
+        changes[key.strip()] = None if raw in ("", "none") else value
+    if changes:
+        try:
+            update_criteria(store, a.id, changes, a.actor)
+        except (ConfigError, ValueError) as e:
+            sys.exit(f"error: {e}")
+    cfg = store.campaign(a.id)["config"]
+    print(json.dumps({k: cfg.get(k, {}) for k in ("stop", "gates")}, indent=2))
+    return 0
 
 
 def cmd_status(a) -> int:
@@ -194,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="path to campaign.toml")
     rs = add("resume", "Continue a campaign from its last completed unit (after a crash, a kill or a stop).", cmd_resume)
     rs.add_argument("id", help="campaign id (see `restgov status`)")
+    rs.add_argument("--override-gate", action="append", default=[], metavar="GATE",
+                    help="let a failing gate (reward_tests, drift, human) through once; logged with --actor")
+    rs.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who resumes (recorded in the event log)")
+    c = add("criteria", "Show or change a campaign's stopping criteria and gates; every change is logged.", cmd_criteria)
+    c.add_argument("id", help="campaign id")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. stop.max_grow_steps=3, stop.target_reward=0.9, gates.drift=true, gates.action=stop; "
+                   "VALUE none removes an optional criterion")
+    c.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who makes the change (recorded)")
     s = add("status", "Show campaigns, or one campaign's per-step table.", cmd_status)
     s.add_argument("id", nargs="?", help="campaign id; omit to list all")
     s.add_argument("--json", action="store_true", help="machine-readable output")

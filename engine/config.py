@@ -88,6 +88,7 @@ class DataConfig:
     train: str = ""  # JSONL, CSV or Parquet with a source and a reference column
     validation: str = ""
     test: str | None = None
+    bootstrap: str | None = None  # pairs for bootstrap BC when they differ from train (ReST-EM: few worked solutions)
     source_field: str = "source"
     reference_field: str = "reference"
     id_field: str | None = None  # default: the row number
@@ -95,7 +96,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check(bool(self.train), "data.train", self.train, "a path to a .jsonl, .csv or .parquet file is required")
         _check(bool(self.validation), "data.validation", self.validation, "a path is required (held-out reward)")
-        for name in ("train", "validation", "test"):
+        for name in ("train", "validation", "test", "bootstrap"):
             p = getattr(self, name)
             if p:
                 _check(
@@ -115,6 +116,7 @@ class RewardConfig:
     path: str | None = None  # hf: sequence-classification dir; minilm: trained head dir
     function: str | None = None  # callable: "module:function"
     batch_size: int = 64
+    tests: list[str] = field(default_factory=list)  # extra reward unit tests: module names or .py paths
 
     def __post_init__(self) -> None:
         _check(self.kind in REWARD_KINDS, "reward.kind", self.kind, f"one of {list(REWARD_KINDS)}")
@@ -234,6 +236,27 @@ class StopConfig:
 
 
 @dataclass
+class GatesConfig:
+    """Governance gates, checked before each Grow; a failing gate pauses (or stops) the campaign."""
+
+    action: str = "pause"  # "pause": wait for an operator; "stop": final evaluation, then STOPPED
+    reward_tests: bool = False  # the reward version must pass its unit-test suite (run on validation references)
+    reward_tests_skip: list[str] = field(default_factory=list)  # suite tests not applied by the gate
+    reward_tests_min_pass_rate: float = 0.9
+    drift: bool = False  # drift alarms (latest Grow vs the BC baseline and vs the previous Grow) must be clear
+    drift_reward_wasserstein: float = 0.1  # W1 / reference std; Evidently's default for large samples
+    human_min_ratings: int = 0  # ratings needed on the latest sampled policy (0: no human gate)
+    human_min_diff: float | None = None  # human eval diff (latest policy minus base) must not fall below this
+
+    def __post_init__(self) -> None:
+        _check(self.action in ("pause", "stop"), "gates.action", self.action, "'pause' or 'stop'")
+        _check(0 <= self.reward_tests_min_pass_rate <= 1, "gates.reward_tests_min_pass_rate",
+               self.reward_tests_min_pass_rate, "must be in [0, 1]")
+        _check(self.drift_reward_wasserstein > 0, "gates.drift_reward_wasserstein", self.drift_reward_wasserstein, "must be > 0")
+        _check(self.human_min_ratings >= 0, "gates.human_min_ratings", self.human_min_ratings, "must be >= 0")
+
+
+@dataclass
 class CampaignConfig:
     name: str = "campaign"
     mode: str = "rest"  # "rest" (Gulcehre et al.) or "rest-em" (Singh et al.): sets defaults, see below
@@ -245,6 +268,7 @@ class CampaignConfig:
     improve: ImproveConfig = field(default_factory=ImproveConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    gates: GatesConfig = field(default_factory=GatesConfig)
 
     def __post_init__(self) -> None:
         _check(self.mode in ("rest", "rest-em"), "mode", self.mode, "'rest' or 'rest-em'")
@@ -330,7 +354,8 @@ def _resolve_paths(cfg: CampaignConfig, base: Path) -> None:
         q = Path(p).expanduser()
         return str(q if q.is_absolute() else (base / q).resolve())
 
-    cfg.data.train, cfg.data.validation, cfg.data.test = (res(cfg.data.train), res(cfg.data.validation), res(cfg.data.test))
+    d = cfg.data
+    d.train, d.validation, d.test, d.bootstrap = res(d.train), res(d.validation), res(d.test), res(d.bootstrap)
     cfg.policy.path = res(cfg.policy.path)
     cfg.reward.path = res(cfg.reward.path)
 

@@ -175,9 +175,9 @@ def load_examples(path: str | Path, source_field: str = "source", reference_fiel
 
 
 def load_split(cfg: DataConfig, split: str) -> list[Example]:
-    """Load the train, validation or test file named in the config; a test split left unset gives []."""
-    if split not in ("train", "validation", "test"):
-        raise ValueError(f"split {split!r}: use one of train, validation, test")
+    """Load the train, validation, test or bootstrap file named in the config; an unset optional split gives []."""
+    if split not in ("train", "validation", "test", "bootstrap"):
+        raise ValueError(f"split {split!r}: use one of train, validation, test, bootstrap")
     path = getattr(cfg, split)
     return load_examples(path, cfg.source_field, cfg.reference_field, cfg.id_field) if path else []
 

@@ -122,10 +122,12 @@ def run_bootstrap(ctx: Ctx) -> dict:
     from .models import Policy, build_scratch_policy, load_policy, pick_device, save_policy
 
     cfg, out = ctx.cfg, Path(ctx.task["out_checkpoint"])
-    train, val = ctx.split("train"), ctx.split("validation", capped=True)
+    train, val = ctx.split("bootstrap") or ctx.split("train"), ctx.split("validation", capped=True)
     device = pick_device()
     if cfg.policy.scratch is not None:
+        # The tokenizer sees the BC pairs and every Grow source, so no source falls back to raw bytes.
         texts = [cfg.policy.prompt_template.format(source=e.source) + e.reference for e in train]
+        texts += [e.source for e in ctx.split("train")]
         model, tok = build_scratch_policy(cfg.policy.scratch, texts, cfg.seed)
         policy = Policy(model.to(device), tok, device, cfg.policy.prompt_template)
         trained = True
@@ -241,7 +243,27 @@ def run_final(ctx: Ctx) -> dict:
     return out
 
 
-RUNNERS = {"bootstrap": run_bootstrap, "grow": run_grow, "improve": run_improve, "final": run_final}
+def run_reward_tests(ctx: Ctx) -> dict:
+    """The reward unit-test suite on the validation references (good outputs), for the reward-tests gate."""
+    from reward_tests.report import to_dict
+    from reward_tests.runner import run_suite
+    from reward_tests.suite import default_suite, load_user_tests, merge, select
+
+    cfg = ctx.cfg
+    tests = default_suite()
+    for spec in cfg.reward.tests:
+        tests = merge(tests, load_user_tests(spec))
+    tests = select(tests, skip=[t for t in cfg.gates.reward_tests_skip if t in {x.name for x in tests}])
+    val = ctx.split("validation", capped=True)
+    pairs = [(e.id, e.source, e.reference, e.reference) for e in val]
+    ctx.progress("reward tests", 0, len(tests))
+    report = run_suite(ctx.reward, pairs, tests, seed=cfg.seed, min_pass_rate=cfg.gates.reward_tests_min_pass_rate)
+    ctx.progress("reward tests", len(tests), len(tests))
+    return {"report": to_dict(report)}
+
+
+RUNNERS = {"bootstrap": run_bootstrap, "grow": run_grow, "improve": run_improve, "final": run_final,
+           "reward_tests": run_reward_tests}
 
 
 def _die_with_parent() -> None:

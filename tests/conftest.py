@@ -88,7 +88,7 @@ def write_tiny_campaign(
 ) -> Path:
     """Write train/validation/test JSONL and campaign.toml under `root`; return the TOML path."""
     root.mkdir(parents=True, exist_ok=True)
-    for split, exs in make_splits(seed=3, n_train=N_TRAIN, n_val=N_VAL, n_test=N_TEST).items():
+    for split, exs in make_splits(seed=3, sizes=dict(train=N_TRAIN, validation=N_VAL, test=N_TEST), answer_only=()).items():
         write_examples(root / f"{split}.jsonl", exs)
     path = root / "campaign.toml"
     path.write_text(

@@ -172,7 +172,7 @@ def test_annotator_opening_operator_pages_by_url_is_refused(server, page):
         page.goto(f"{base}/{path}")  # a fresh browser session: the session cookie keeps the sign-in
         page.get_by_text(f"Access refused: {title} is for").wait_for()
         assert page.get_by_role("heading", name=title, exact=True).count() == 0
-        assert page.get_by_text("Signed in as ann").is_visible()
+        assert page.get_by_test_id("stSidebarUserContent").get_by_text("Signed in as ann").is_visible()
         page.shots(f"refused-{path}")
 
 
@@ -185,6 +185,8 @@ def test_bad_toml_upload_shows_the_field_error(server, page, tmp_path):
     open_new_campaign(page, "Upload TOML")
     page.locator("input[type=file]").set_input_files(
         files=[{"name": "bad.toml", "mimeType": "application/toml", "buffer": bad.encode()}])
+    page.wait_for_timeout(3000)
+    page.shots("upload-debug")
     page.get_by_role("button", name="Validate and create").click()
     err = page.get_by_text(re.compile(r"grow\.temperature \(line \d+\) = -1\.0: must be > 0"))
     err.wait_for()

@@ -27,7 +27,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    exs = make_splits(seed=5, n_train=60, n_val=0, n_test=0)["train"]
+    exs = make_splits(seed=5, sizes=dict(train=60), answer_only=())["train"]
     template = "{source} => "
     model, tok = build_scratch_policy(
         ScratchModel(n_layer=1, n_head=2, n_embd=32, vocab_size=300, max_length=64),

@@ -1,7 +1,8 @@
 """The `arith` recipe: ReST-EM on two-step arithmetic word problems with a binary numeric verifier.
 
-The policy (a tiny GPT-2 trained from scratch by bootstrap) must write `a+b=c c-d=e`; the reward is 1
-when the last number equals the reference answer. Train, validation and test problems are disjoint.
+As in Singh et al., only a few problems come with worked solutions (`bootstrap.jsonl`, for BC); the
+Grow problems (`train.jsonl`) carry just the final answer. The policy must write `a+b=c c-d=e`; the
+reward is 1 when its last number equals the answer. All splits are disjoint.
 """
 
 from __future__ import annotations
@@ -23,17 +24,18 @@ def problem(rng: random.Random) -> tuple[str, str]:
     return src, f"{a}+{b}={a + b} {a + b}-{d}={a + b - d}"
 
 
-def make_splits(seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, list[Example]]:
+def make_splits(seed: int, sizes: dict[str, int], answer_only: tuple[str, ...] = ("train",)) -> dict[str, list[Example]]:
+    """Disjoint problem sets; splits in `answer_only` keep only the final answer, the others the worked solution."""
     rng = random.Random(seed)
     seen: set[str] = set()
     splits: dict[str, list[Example]] = {}
-    for split, n in (("train", n_train), ("validation", n_val), ("test", n_test)):
+    for split, n in sizes.items():
         rows = []
         while len(rows) < n:
             src, ref = problem(rng)
             if src not in seen:
                 seen.add(src)
-                rows.append(Example(str(len(rows)), src, ref))
+                rows.append(Example(str(len(rows)), src, ref.split("=")[-1] if split in answer_only else ref))
         splits[split] = rows
     return splits
 
@@ -61,7 +63,8 @@ lr = 3e-3
 batch_size = 32
 
 [data]
-train = "train.jsonl"
+bootstrap = "bootstrap.jsonl"   # worked solutions, for BC only
+train = "train.jsonl"           # Grow problems: the reference is the final answer alone
 validation = "validation.jsonl"
 test = "test.jsonl"
 
@@ -84,7 +87,6 @@ patience = 3
 
 [eval]
 best_of_n = [1, 2, 4, 8]
-max_sources = {max_eval}
 
 [stop]
 max_grow_steps = {grows}
@@ -92,11 +94,12 @@ max_grow_steps = {grows}
 
 
 def prepare(out: Path, small: bool = False) -> Path:
-    n_train, n_val, n_test = (600, 100, 100) if small else (2000, 200, 300)
-    for split, exs in make_splits(seed=7, n_train=n_train, n_val=n_val, n_test=n_test).items():
+    sizes = dict(bootstrap=300, train=800, validation=100, test=100) if small else \
+        dict(bootstrap=500, train=3000, validation=200, test=300)
+    for split, exs in make_splits(seed=7, sizes=sizes).items():
         write_examples(out / f"{split}.jsonl", exs)
-    params = dict(bc_epochs=8 if small else 10, k=4 if small else 8, epochs=2, grows=1 if small else 2,
-                  max_eval=100 if small else 300)
+    params = dict(bc_epochs=15, k=4 if small else 8, epochs=2, grows=1 if small else 2,
+                  max_eval=None)
     path = out / "campaign.toml"
     path.write_text(TOML.format(**params))
     return path

@@ -136,6 +136,18 @@ class CoreStore:
             cur.execute("ROLLBACK")
             raise
 
+    def update_config(self, cid: str, config: dict, actor: str, message: str, payload: dict | None = None) -> None:
+        """Replace a campaign's validated config and log who changed what, in one transaction."""
+        cur = self.cursor()
+        cur.execute("BEGIN")
+        try:
+            cur.execute("UPDATE campaigns SET config = ?, updated_at = ? WHERE id = ?", [json.dumps(config), now(), cid])
+            self._event(cur, cid, "criteria", message, payload, actor, None)
+            cur.execute("COMMIT")
+        except Exception:
+            cur.execute("ROLLBACK")
+            raise
+
     def add_event(self, cid: str | None, kind: str, message: str, payload: dict | None = None, actor: str = "controller",
                   state: str | None = None) -> None:
         self._event(self.cursor(), cid, kind, message, payload, actor, state)
@@ -231,6 +243,13 @@ class CoreStore:
             [cid, grow],
         )[0]
         return row
+
+    def grow_policy(self, cid: str, grow: int) -> str:
+        """The checkpoint id that sampled Grow step `grow` ("base" when it has no samples)."""
+        rows = self.cursor().execute(
+            "SELECT any_value(policy) FROM samples WHERE campaign_id = ? AND grow = ? AND sample_idx >= 0", [cid, grow]
+        ).fetchall()
+        return rows[0][0] or "base"
 
     def samples_generated(self, cid: str) -> int:
         (n,) = self.cursor().execute(
