@@ -42,6 +42,8 @@ def controls(svc, cid: str, user: dict) -> None:
 
 
 def _progress(lv: dict | None) -> None:
+    if lv and lv.get("step_key") and not lv.get("total"):
+        st.caption(f"{lv['step_key']}: starting the worker ...")
     if not lv or not lv.get("total"):
         return
     done, total = lv["done"] or 0, lv["total"]

@@ -151,6 +151,7 @@ def test_operator_runs_the_arith_demo_and_sees_the_histogram_fill(server, page):
     while "1,200" not in seen[-1] and time.time() < deadline:
         page.wait_for_timeout(1000)
         seen.append(caption.inner_text())
+    print("histogram captions seen without reloading:", seen)
     assert "Grow 1: 1,200 scored pairs" in seen[-1], seen  # refreshed by the fragment, without a reload
     page.shots("distributions-grow-complete")
 
@@ -185,8 +186,6 @@ def test_bad_toml_upload_shows_the_field_error(server, page, tmp_path):
     open_new_campaign(page, "Upload TOML")
     page.locator("input[type=file]").set_input_files(
         files=[{"name": "bad.toml", "mimeType": "application/toml", "buffer": bad.encode()}])
-    page.wait_for_timeout(3000)
-    page.shots("upload-debug")
     page.get_by_role("button", name="Validate and create").click()
     err = page.get_by_text(re.compile(r"grow\.temperature \(line \d+\) = -1\.0: must be > 0"))
     err.wait_for()

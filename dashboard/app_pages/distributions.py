@@ -45,32 +45,42 @@ def overlaid() -> None:
 overlaid()
 if not grows:
     st.stop()
-stamp = data.stamp(cid)
-st.subheader("One Grow step")
-c1, c2 = st.columns(2)
-g = c1.selectbox("Grow step", grows, index=len(grows) - 1, key="dist_grow")
-tau = c2.slider("What-if threshold τ (keep R > τ)", 0.0, 1.0, 0.8, 0.01, key="dist_tau")
-taus = tuple(sorted({round(tau, 4), *(t["tau"] for t in data.thresholds(cid, stamp) if t["grow"] == g and t["tau"] is not None)}))
-sp = data.source_percentiles(cid, g, taus, stamp)
-shares = {k["tau"]: k for k in data.kept_shares(cid, g, taus, stamp)}
-st.dataframe([{"τ": t, "kept pairs": shares[t]["kept"], "share of D_g kept": shares[t]["share"],
-               "sources left with no pair above τ": e["sources"], "share of sources": e["share"]}
-              for t, e in zip(taus, sp["empty_at"])], hide_index=True, key="dist_taus",
-             column_config={c: st.column_config.NumberColumn(format="percent") for c in ("share of D_g kept", "share of sources")})
-left, right = st.columns(2)
-with left:
-    st.markdown(f"**Per-source percentiles** ({sp['n_sources']:,} sources, generated candidates)")
-    st.plotly_chart(charts.source_bands(sp["bands"]), key="dist_bands")
-with right:
-    st.markdown("**Reward against output length**")
-    st.plotly_chart(charts.reward_vs_length(data.reward_vs_length(cid, g, stamp)), key="dist_length")
 
-st.subheader("Best-of-N")
-k = svc.store.campaign(cid)["config"]["grow"]["samples_per_source"]
-curves = {f"Grow {g} samples (expected best of N of the K={k})": {r["n"]: r["best_of_n"] for r in data.grow_best_of_n(
-    cid, g, tuple(n for n in (1, 2, 4, 8, 16, 32, 64, 100) if n <= k), stamp)}}
-for policy, pts in data.status(cid, stamp)["final"]["best_of_n"].items():
-    curves[f"{policy} at evaluation"] = pts
-st.plotly_chart(charts.best_of_n(curves), key="dist_bon")
-st.caption("Evaluation curves come from the campaign's final step (BC baseline `base` and the final policy); "
-           "the Grow curve is computed from the stored samples of the step chosen above.")
+
+@st.fragment(run_every="10s" if svc.running(cid) else None)
+def one_step() -> None:
+    """One Grow step's per-source, length and Best-of-N views (refreshed less often: heavier queries)."""
+    stamp = data.stamp(cid)
+    st.subheader("One Grow step")
+    c1, c2 = st.columns(2)
+    g = c1.selectbox("Grow step", grows, index=len(grows) - 1, key="dist_grow")
+    tau = c2.slider("What-if threshold τ (keep R > τ)", 0.0, 1.0, 0.8, 0.01, key="dist_tau")
+    drawn = (t["tau"] for t in data.thresholds(cid, stamp) if t["grow"] == g and t["tau"] is not None)
+    taus = tuple(sorted({round(tau, 4), *drawn}))
+    sp = data.source_percentiles(cid, g, taus, stamp)
+    shares = {k["tau"]: k for k in data.kept_shares(cid, g, taus, stamp)}
+    pct = st.column_config.NumberColumn(format="percent")
+    st.dataframe([{"τ": t, "kept pairs": shares[t]["kept"], "share of D_g kept": shares[t]["share"],
+                   "sources left with no pair above τ": e["sources"], "share of sources": e["share"]}
+                  for t, e in zip(taus, sp["empty_at"])], hide_index=True, key="dist_taus",
+                 column_config={"share of D_g kept": pct, "share of sources": pct})
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"**Per-source percentiles** ({sp['n_sources']:,} sources, generated candidates)")
+        st.plotly_chart(charts.source_bands(sp["bands"]), key="dist_bands")
+    with right:
+        st.markdown("**Reward against output length**")
+        st.plotly_chart(charts.reward_vs_length(data.reward_vs_length(cid, g, stamp)), key="dist_length")
+    st.subheader("Best-of-N")
+    k = svc.store.campaign(cid)["config"]["grow"]["samples_per_source"]
+    ns = tuple(n for n in (1, 2, 4, 8, 16, 32, 64, 100) if n <= k)
+    curves = {f"Grow {g} samples (expected best of N of the K={k})":
+              {r["n"]: r["best_of_n"] for r in data.grow_best_of_n(cid, g, ns, stamp)}}
+    for policy, pts in data.status(cid, stamp)["final"]["best_of_n"].items():
+        curves[f"{policy} at evaluation"] = pts
+    st.plotly_chart(charts.best_of_n(curves), key="dist_bon")
+    st.caption("Evaluation curves come from the campaign's final step (BC baseline `base` and the final policy); "
+               "the Grow curve is computed from the stored samples of the step chosen above.")
+
+
+one_step()
