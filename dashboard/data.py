@@ -82,6 +82,30 @@ def reward_vs_length(cid: str, grow: int, stamp: tuple) -> dict:
 
 
 @st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
+def samples_between(cid: str, grow: int, lo: float, hi: float, stamp: tuple) -> list[dict]:
+    return service().store.samples_between(cid, grow, lo, hi, 20)
+
+
+def best_of_n_curves(cid: str, grow: int, stamp: tuple) -> dict[str, dict[int, float]]:
+    """Best-of-N curves: Grow step `grow` from its stored samples, and each policy at the final evaluation."""
+    k = service().store.campaign(cid)["config"]["grow"]["samples_per_source"]
+    rows = grow_best_of_n(cid, grow, tuple(n for n in (1, 2, 4, 8, 16, 32, 64, 100) if n <= k), stamp)
+    name = f"Grow {grow} samples (expected best of N of the K={k}, {rows[0]['sources'] if rows else 0:,} sources)"
+    return {name: {r["n"]: r["best_of_n"] for r in rows}} | {
+        f"{policy} at evaluation": pts for policy, pts in eval_best_of_n(cid, stamp).items()}
+
+
+@st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
+def eval_best_of_n(cid: str, stamp: tuple) -> dict[str, dict[int, float]]:
+    """The final step's Best-of-N curve per policy (BC baseline and final policy), from the evals table."""
+    out: dict[str, dict[int, float]] = {}
+    for e in service().store.evals(cid):
+        if e["step_key"] == "final" and e["metric"] == "best_of_n":
+            out.setdefault(e["policy"], {})[e["n"]] = e["value"]
+    return out
+
+
+@st.cache_data(ttl=3600, max_entries=64, show_spinner=False)
 def grow_best_of_n(cid: str, grow: int, ns: tuple[int, ...], stamp: tuple) -> list[dict]:
     return service().store.grow_best_of_n(cid, grow, list(ns))
 

@@ -37,6 +37,13 @@ def controls(svc, cid: str, user: dict) -> None:
               help="Stops the current worker; Resume continues from the last completed unit (a Grow from its shards).")
     c3.button("Stop", key="ctl_stop", icon=":material/stop:", disabled=row["state"] in ("DONE", "STOPPED"),
               on_click=svc.stop, args=(cid, user["name"]), help="Ends the campaign for good (STOPPED).")
+    reason = row["stop_reason"] or ""
+    if row["state"] == "PAUSED" and not running and reason.startswith("gate "):
+        gate = reason.split(":", 1)[0].removeprefix("gate ").strip()
+        st.warning(f"Paused by the **{gate}** gate: {reason.split(':', 1)[-1].strip()}. Change the criteria "
+                   "(Stopping criteria page) and resume, or let this gate through once:")
+        st.button(f"Resume, overriding the {gate} gate once", key="ctl_override", on_click=svc.start,
+                  args=(cid, user["name"], (gate,)), help="Logged in the event log with your name.")
     if not running and row["state"] not in ("CREATED", "PAUSED", "DONE", "STOPPED", "FAILED"):
         st.warning(f"State {row['state']} but no controller runs it (the server restarted): Resume continues it.")
 

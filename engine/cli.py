@@ -247,9 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .governance_cli import add_parsers as add_governance_parsers
 
-    add_reward_test(sub)
+    from .refresh_cli import add_parser as add_reward_refresh
 
+    add_reward_test(sub)
     add_governance_parsers(sub, DEFAULT_DB)
+    add_reward_refresh(sub, DEFAULT_DB)
     return p
 
 

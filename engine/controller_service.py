@@ -20,7 +20,7 @@ from collections import deque
 from functools import partial
 from pathlib import Path
 
-from .campaign import TERMINAL, Controller, new_campaign
+from .campaign import CRITERIA_SECTIONS, TERMINAL, Controller, new_campaign, update_criteria
 from .config import CampaignConfig, config_from_dict
 from .store import Store
 from .store.users import UsersMixin
@@ -55,14 +55,6 @@ def _merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
     return out
-
-
-class _ReloadingController(Controller):
-    """Re-reads the campaign's config before each decision, so an edited [stop] table applies to a running campaign."""
-
-    def next_unit(self, cid: str, cfg: CampaignConfig):
-        _, fresh = self._cfg(cid)
-        return super().next_unit(cid, fresh)
 
 
 class ControllerService:
@@ -143,8 +135,11 @@ class ControllerService:
         row = self.store.campaign(cid)
         return row is not None and not self.running(cid) and row["state"] not in ("DONE", "STOPPED")
 
-    def start(self, cid: str, actor: str) -> bool:
-        """Start (or resume) a campaign in a background thread; False when it is running or finished."""
+    def start(self, cid: str, actor: str, override_gates: tuple[str, ...] = ()) -> bool:
+        """Start (or resume) a campaign in a background thread; False when it is running or finished.
+
+        `override_gates` lets the named failing gates through once (the controller logs it with `actor`).
+        """
         row = self.store.campaign(cid)
         if row is None:
             raise KeyError(f"no campaign {cid!r}")
@@ -153,20 +148,22 @@ class ControllerService:
                 return False
             if row["state"] in ("DONE", "STOPPED"):
                 return False
-            ctl = _ReloadingController(self.store, on_event=partial(self._on_event, cid))
-            th = threading.Thread(target=self._run, args=(cid, ctl), name=f"campaign-{cid}", daemon=True)
+            ctl = Controller(self.store, on_event=partial(self._on_event, cid))
+            th = threading.Thread(target=self._run, args=(cid, ctl, tuple(override_gates), actor), name=f"campaign-{cid}",
+                                  daemon=True)
             self._runs[cid] = (ctl, th)
             self._live[cid] = {"step_key": None, "desc": None, "losses": deque(maxlen=self._keep), "error": None,
                                "started_at": time.time(), "finished": None}
         verb = "started" if row["state"] == "CREATED" else f"resumed from {row['state']}"
-        self.store.add_event(cid, "request", f"campaign {verb} from the dashboard", actor=actor)
+        extra = f", overriding gate(s) {', '.join(override_gates)} once" if override_gates else ""
+        self.store.add_event(cid, "request", f"campaign {verb} from the dashboard{extra}", actor=actor)
         th.start()
         return True
 
-    def _run(self, cid: str, ctl: Controller) -> None:
+    def _run(self, cid: str, ctl: Controller, override_gates: tuple[str, ...], actor: str) -> None:
         state = "FAILED"
         try:
-            state = ctl.run(cid)
+            state = ctl.run(cid, override_gates=override_gates, actor=actor)
         except Exception as e:  # a controller bug must not leave the campaign looking alive
             msg = f"controller error: {type(e).__name__}: {e}"
             self.store.set_state(cid, "FAILED", msg, reason=msg)
@@ -176,6 +173,24 @@ class ControllerService:
             with self._lock:
                 if cid in self._live:
                     self._live[cid]["finished"] = state
+
+    def update_criteria(self, cid: str, section: str, values: dict, actor: str) -> dict:
+        """Write the fields of one criteria table ([stop] or [gates]) that differ from the campaign's config.
+
+        Goes through engine.campaign.update_criteria (whole-config validation, one logged event); a running
+        campaign picks the change up before its next unit. Returns {field: [before, after]} of what changed.
+        Raises engine.config.ConfigError naming the field.
+        """
+        if section not in CRITERIA_SECTIONS:
+            raise ValueError(f"section {section!r}: only {list(CRITERIA_SECTIONS)} can be changed on a campaign")
+        row = self.store.campaign(cid)
+        if row is None:
+            raise KeyError(f"no campaign {cid!r}")
+        current = row["config"].get(section, {})
+        changed = {k: [current.get(k), v] for k, v in values.items() if current.get(k) != v}
+        if changed:
+            update_criteria(self.store, cid, {f"{section}.{k}": v for k, (_, v) in changed.items()}, actor)
+        return changed
 
     def pause(self, cid: str, actor: str) -> bool:
         """Ask a running campaign to pause: the worker is stopped and the step resumes later from its shards."""

@@ -17,8 +17,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import write_tiny_campaign
+
+from engine.controller_service import TINY_OVERRIDES
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -76,6 +77,11 @@ def server(tmp_path_factory):
     log.close()
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "server.log").write_text((root / "server.log").read_text())
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:  # the server let go of the file and left nothing running
+        states = dict(con.execute("SELECT id, state FROM campaigns").fetchall())
+    assert all(s in ("CREATED", "PAUSED", "DONE", "STOPPED", "FAILED") for s in states.values()), states
 
 
 @pytest.fixture(scope="module")
@@ -146,13 +152,15 @@ def test_operator_runs_the_arith_demo_and_sees_the_histogram_fill(server, page):
     seen = [caption.inner_text()]
     page.locator("[data-testid=stPlotlyChart] .main-svg").first.wait_for()
     page.shots("distributions-first-shards")
-    # The tiny arith budget: 600 training sources x K=2, no original pairs mixed in (ReST-EM) -> 1,200 pairs.
-    deadline = time.time() + 90
-    while "1,200" not in seen[-1] and time.time() < deadline:
+    # Every training source gets K candidates (ReST-EM mixes in no original pairs): read the recipe the server wrote.
+    train = server["root"] / "db" / "recipes" / "tiny" / "arith" / "train.jsonl"
+    want = f"Grow 1: {sum(1 for _ in train.open()) * TINY_OVERRIDES['grow']['samples_per_source']:,} scored pairs"
+    deadline = time.time() + 120
+    while want not in seen[-1] and time.time() < deadline:
         page.wait_for_timeout(1000)
         seen.append(caption.inner_text())
     print("histogram captions seen without reloading:", seen)
-    assert "Grow 1: 1,200 scored pairs" in seen[-1], seen  # refreshed by the fragment, without a reload
+    assert want in seen[-1], (want, seen)  # refreshed by the page's fragment, without a reload
     page.shots("distributions-grow-complete")
 
     for link, heading in (("Campaigns", "Campaigns"), ("Stopping criteria", "Stopping criteria"), ("Rate", "Rate"),

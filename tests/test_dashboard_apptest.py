@@ -18,9 +18,9 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
+from conftest import write_tiny_campaign
 from streamlit.testing.v1 import AppTest
 
-from conftest import write_tiny_campaign
 from dashboard import auth
 from engine.config import load_config
 
@@ -126,6 +126,22 @@ def test_each_page_checks_the_role_itself(empty_db):
         at.run()
         assert "Access refused" in texts(at), page
         assert not at.title, f"{page} drew its content for {user['role']}"
+
+
+def test_local_mode_skips_sign_in_only_on_loopback(empty_db, monkeypatch):
+    from streamlit import config
+
+    monkeypatch.setenv("RESTGOV_LOCAL", "1")
+    old = config.get_option("server.address")
+    try:
+        config.set_option("server.address", "0.0.0.0")
+        assert [t.value for t in app(empty_db).title] == ["restgov"]  # listening beyond this machine: sign-in stays
+        config.set_option("server.address", "127.0.0.1")
+        at = app(empty_db)
+        assert at.session_state["user"] == {"name": "local", "role": "operator", "local": True}
+        assert [t.value for t in at.title] == ["Campaigns"] and not at.exception
+    finally:
+        config.set_option("server.address", old)
 
 
 def test_auditor_sees_audit_pages_only(empty_db):
@@ -259,8 +275,15 @@ def test_distributions_page_draws_every_chart_from_sql(campaign):
     db, cid, _ = campaign
     at = app(db, AUDITOR, cid)
     assert not at.exception and [t.value for t in at.title] == ["Reward distributions"]
-    charts = [e for e in _walk(at.main) if e.type == "plotly_chart"]
-    assert len(charts) == 5  # histogram, ECDF, per-source bands, reward vs length, Best-of-N
+    # Histogram, ECDF and the open tab (per-source bands); the other tabs run their query only when opened.
+    assert [e.key for e in at.get("plotly_chart")] == ["dist_hist", "dist_ecdf", "dist_bands"]
+    for tab, key in (("Reward vs length", "dist_length"), ("Best-of-N", "dist_bon"), ("Candidates", None)):
+        at.session_state["dist_tabs"] = tab
+        at.run()
+        assert not at.exception and [e.key for e in at.get("plotly_chart")][2:] == ([key] if key else []), tab
+    assert frame(at, "text")["reward"].between(0.9, 1.0).all()  # candidates in the default range 0.9..1.0
+    at.session_state["dist_tabs"] = "Per-source percentiles"
+    at.run()
     store = _service(db).store
     (n,) = store.cursor().execute("SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = 1", [cid]).fetchone()
     assert f"Grow 1: {n:,} scored pairs" in texts(at, "caption")
@@ -303,29 +326,30 @@ def test_stopping_criteria_edit_is_validated_and_logged(campaign):
     db, cid, _ = campaign
     at = app(db, OPERATOR, cid)
     at.switch_page("app_pages/stopping.py").run()
-    # DONE is final: the form is read-only; a live-campaign edit goes through the same store call, tested below.
+    # DONE is final: the form is read-only; a live-campaign edit goes through the same service call, tested below.
     assert at.number_input(key=f"stop_{cid}_max_grow_steps").disabled
-    store = _service(db).store
+    svc = _service(db)
     from engine.config import ConfigError
 
     with pytest.raises(ConfigError) as e:
-        store.update_stop_config(cid, {"max_grow_steps": 1, "window": 0}, "olga")
+        svc.update_criteria(cid, "stop", {"max_grow_steps": 1, "window": 0}, "olga")
     assert e.value.field == "stop.window"
-    changed = store.update_stop_config(cid, {"max_grow_steps": 3, "target_reward": 0.9}, "olga")
+    changed = svc.update_criteria(cid, "stop", {"max_grow_steps": 3, "target_reward": 0.9}, "olga")
     assert changed == {"max_grow_steps": [1, 3], "target_reward": [None, 0.9]}
-    assert store.campaign(cid)["config"]["stop"]["max_grow_steps"] == 3
-    ev = store.recent_events(cid, 1, kinds=["config"])[0]
-    assert ev["actor"] == "olga" and "max_grow_steps 1 -> 3" in ev["message"]
-    store.update_stop_config(cid, {"max_grow_steps": 1}, "olga")  # back, so other tests see the campaign as run
+    assert svc.store.campaign(cid)["config"]["stop"]["max_grow_steps"] == 3
+    ev = svc.store.recent_events(cid, 1, kinds=["criteria"])[0]
+    assert ev["actor"] == "olga" and "stop.max_grow_steps: 1 -> 3" in ev["message"]
+    assert svc.update_criteria(cid, "stop", {"max_grow_steps": 3}, "olga") == {}  # no change, no event
+    svc.update_criteria(cid, "stop", {"max_grow_steps": 1, "target_reward": None}, "olga")
+    assert "target_reward" not in svc.store.campaign(cid)["config"]["stop"]
 
 
 @pytest.mark.slow
-def test_stopping_page_saves_on_an_editable_campaign(campaign, tmp_path):
+def test_stopping_page_saves_stop_and_gates_on_an_editable_campaign(campaign, tmp_path):
     db, _, _ = campaign
     svc = _service(db)
     cid = svc.create(load_config(write_tiny_campaign(tmp_path / "c", grows=1, name="editable")), "olga")
-    at = app(db, OPERATOR)
-    at.session_state["cid"] = cid
+    at = app(db, OPERATOR, cid)
     at.switch_page("app_pages/stopping.py").run()
     at.number_input(key=f"stop_{cid}_window").set_value(0)
     at = button(at, "Save [stop]").click().run()
@@ -334,10 +358,17 @@ def test_stopping_page_saves_on_an_editable_campaign(campaign, tmp_path):
     at.number_input(key=f"stop_{cid}_min_improvement").set_value(0.01)
     at = button(at, "Save [stop]").click().run()
     assert not texts(at)
-    stop = svc.store.campaign(cid)["config"]["stop"]
-    assert stop["window"] == 2 and stop["min_improvement"] == 0.01
+    at.selectbox(key=f"gates_{cid}_action").set_value("stop")
+    at.checkbox(key=f"gates_{cid}_drift").check()
+    at.text_input(key=f"gates_{cid}_reward_tests_skip").input("empty_output, copy_source")
+    at = button(at, "Save [gates]").click().run()
+    assert not texts(at)
+    cfg = svc.store.campaign(cid)["config"]
+    assert cfg["stop"]["window"] == 2 and cfg["stop"]["min_improvement"] == 0.01
+    assert cfg["gates"]["action"] == "stop" and cfg["gates"]["drift"] is True
+    assert cfg["gates"]["reward_tests_skip"] == ["empty_output", "copy_source"]
     history = frame(at, "actor")
-    assert "olga" in list(history["actor"]) and any("window 1 -> 2" in m for m in history["message"])
+    assert "olga" in list(history["actor"]) and any("stop.window: 1 -> 2" in m for m in history["message"])
     assert svc.stop(cid, "olga") and svc.store.campaign(cid)["state"] == "STOPPED"
 
 
@@ -360,3 +391,45 @@ def test_pause_and_resume_from_the_page(campaign, tmp_path):
     assert svc.store.campaign(cid)["state"] == "STOPPED"
     actors = {e["actor"] for e in svc.store.recent_events(cid, 20, kinds=["request", "state"])}
     assert "olga" in actors
+
+
+@pytest.mark.slow
+def test_annotator_rates_blind_and_exactly_those_ratings_are_stored(campaign):
+    db, cid, _ = campaign
+    store = _service(db).store
+    made = store.create_rating_tasks(cid, "reference", "base", n=3, required_ratings=1, seed=1)
+    assert made["n_tasks"] == 3
+    at = app(db, {"name": "ann", "role": "annotator"})
+    assert [t.value for t in at.title] == ["Rate"]
+    shown = []
+    for left, right in ((6, 1), (2, 5), (3, 3)):
+        tid = int(at.caption[0].value.split()[1])
+        page_text = texts(at, "markdown") + texts(at, "caption") + texts(at, "code")
+        assert "reference" not in page_text and "base" not in page_text  # blind: no policy names
+        shown.append((tid, at.code[0].value, at.code[1].value, left, right))
+        at.button_group(key=f"rate_left_{tid}").set_value(left)
+        at = at.button_group(key=f"rate_right_{tid}").set_value(right).run()  # Submit is enabled once both are scored
+        at = at.button(key=f"rate_submit_{tid}").click().run()
+        assert not at.exception
+    assert "Nothing left to rate" in texts(at, "success")
+    rows = {r["task_id"]: r for r in store.ratings(cid) if r["annotator"] == "ann"}
+    tasks = {t["task_id"]: t for t in store.rating_tasks(cid)}
+    assert sorted(rows) == sorted(t for t, *_ in shown)
+    for tid, text_left, text_right, left, right in shown:
+        r, t = rows[tid], tasks[tid]
+        # The order stored is the order shown: left was text_a exactly when shown_order is "ab".
+        assert (text_left, text_right) == ((t["text_a"], t["text_b"]) if r["shown_order"] == "ab" else (t["text_b"], t["text_a"]))
+        assert (r["score_a"], r["score_b"]) == ((left, right) if r["shown_order"] == "ab" else (right, left))
+    at = app(db, AUDITOR, cid)
+    at.switch_page("app_pages/agreement.py").run()
+    assert not at.exception and at.metric[1].value == "3"  # ratings
+
+
+@pytest.mark.slow
+def test_governance_pages_render_on_a_real_campaign(campaign):
+    db, cid, _ = campaign
+    at = app(db, OPERATOR, cid)
+    for page in ("reward_tests", "drift", "agreement", "rate", "users"):
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, (page, at.exception)
+        assert "needs the governance module" not in texts(at, "info"), page

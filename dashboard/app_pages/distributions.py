@@ -57,30 +57,29 @@ def one_step() -> None:
     tau = c2.slider("What-if threshold τ (keep R > τ)", 0.0, 1.0, 0.8, 0.01, key="dist_tau")
     drawn = (t["tau"] for t in data.thresholds(cid, stamp) if t["grow"] == g and t["tau"] is not None)
     taus = tuple(sorted({round(tau, 4), *drawn}))
-    sp = data.source_percentiles(cid, g, taus, stamp)
-    shares = {k["tau"]: k for k in data.kept_shares(cid, g, taus, stamp)}
     pct = st.column_config.NumberColumn(format="percent")
-    st.dataframe([{"τ": t, "kept pairs": shares[t]["kept"], "share of D_g kept": shares[t]["share"],
-                   "sources left with no pair above τ": e["sources"], "share of sources": e["share"]}
-                  for t, e in zip(taus, sp["empty_at"])], hide_index=True, key="dist_taus",
-                 column_config={"share of D_g kept": pct, "share of sources": pct})
-    left, right = st.columns(2)
-    with left:
-        st.markdown(f"**Per-source percentiles** ({sp['n_sources']:,} sources, generated candidates)")
-        st.plotly_chart(charts.source_bands(sp["bands"]), key="dist_bands")
-    with right:
-        st.markdown("**Reward against output length**")
-        st.plotly_chart(charts.reward_vs_length(data.reward_vs_length(cid, g, stamp)), key="dist_length")
-    st.subheader("Best-of-N")
-    k = svc.store.campaign(cid)["config"]["grow"]["samples_per_source"]
-    ns = tuple(n for n in (1, 2, 4, 8, 16, 32, 64, 100) if n <= k)
-    curves = {f"Grow {g} samples (expected best of N of the K={k})":
-              {r["n"]: r["best_of_n"] for r in data.grow_best_of_n(cid, g, ns, stamp)}}
-    for policy, pts in data.status(cid, stamp)["final"]["best_of_n"].items():
-        curves[f"{policy} at evaluation"] = pts
-    st.plotly_chart(charts.best_of_n(curves), key="dist_bon")
-    st.caption("Evaluation curves come from the campaign's final step (BC baseline `base` and the final policy); "
-               "the Grow curve is computed from the stored samples of the step chosen above.")
+    st.dataframe([{"τ": k["tau"], "kept pairs": k["kept"], "share of D_g kept": k["share"]}
+                  for k in data.kept_shares(cid, g, taus, stamp)], hide_index=True, key="dist_taus",
+                 column_config={"share of D_g kept": pct})
+    # Tabs that rerun on a switch: only the open tab's query runs (each is a full scan of the step).
+    tabs = st.tabs(["Per-source percentiles", "Reward vs length", "Best-of-N", "Candidates"], key="dist_tabs",
+                   on_change="rerun")
+    if tabs[0].open:
+        sp = data.source_percentiles(cid, g, taus, stamp)
+        sampled = f" of {sp['n_sources_total']:,}, a uniform sample" if sp["n_sources_total"] > sp["n_sources"] else ""
+        tabs[0].markdown(f"{sp['n_sources']:,} sources{sampled}; generated candidates")
+        tabs[0].plotly_chart(charts.source_bands(sp["bands"]), key="dist_bands")
+        tabs[0].dataframe([{"τ": e["tau"], "sources with no candidate above τ": e["sources"], "share of sources": e["share"]}
+                           for e in sp["empty_at"]], hide_index=True, key="dist_empty", column_config={"share of sources": pct})
+    if tabs[1].open:
+        tabs[1].plotly_chart(charts.reward_vs_length(data.reward_vs_length(cid, g, stamp)), key="dist_length")
+    if tabs[2].open:
+        tabs[2].plotly_chart(charts.best_of_n(data.best_of_n_curves(cid, g, stamp)), key="dist_bon")
+        tabs[2].caption("Evaluation curves come from the campaign's final step (BC baseline `base` and the final "
+                        "policy); the Grow curve is computed from the stored samples of the step chosen above.")
+    if tabs[3].open:
+        lo, hi = tabs[3].slider("Reward range", 0.0, 1.0, (0.9, 1.0), 0.01, key="dist_range")
+        tabs[3].dataframe(data.samples_between(cid, g, lo, hi, stamp), hide_index=True, key="dist_samples")
 
 
 one_step()

@@ -1,7 +1,7 @@
-"""Stopping criteria (operator): view and edit a campaign's [stop] table (and [gates], once the config has one).
+"""Stopping criteria (operator): view and edit a campaign's [stop] and [gates] tables.
 
-Changes are validated by engine.config, written with who and when to the event log, and picked up by the
-controller at its next decision (before the next Grow step), also on a running campaign.
+Changes go through engine.campaign.update_criteria (the whole config validated, one event with who and what);
+the controller re-reads the config before every unit, so a running campaign applies them at its next check.
 """
 
 import dataclasses
@@ -11,7 +11,8 @@ import streamlit as st
 
 from dashboard import data
 from dashboard.auth import require_page, service
-from dashboard.forms import dataclass_form
+from dashboard.forms import dataclass_form, form_values
+from engine.campaign import CRITERIA_SECTIONS
 from engine.config import CampaignConfig, ConfigError
 
 user = require_page("stopping")
@@ -25,16 +26,14 @@ if cid is None:
 row = svc.store.campaign(cid)
 finished = row["state"] in ("DONE", "STOPPED")
 hints = typing.get_type_hints(CampaignConfig)
-sections = [f.name for f in dataclasses.fields(CampaignConfig) if f.name in svc.store.EDITABLE_SECTIONS]
+sections = [f.name for f in dataclasses.fields(CampaignConfig) if f.name in CRITERIA_SECTIONS]
 if "stop_error" not in st.session_state:
     st.session_state.stop_error = None
 
 
 def save(section: str, prefix: str) -> None:
-    cls = hints[section]
-    values = {f.name: st.session_state[f"{prefix}_{f.name}"] for f in dataclasses.fields(cls)}
     try:
-        changed = svc.store.update_config_section(cid, section, values, user["name"])
+        changed = svc.update_criteria(cid, section, form_values(hints[section], prefix), user["name"])
         st.session_state.stop_error = None
         st.toast(f"[{section}] saved: " + (", ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()) or "no change"))
     except ConfigError as e:
@@ -49,10 +48,7 @@ for section in sections:
         dataclass_form(hints[section], row["config"].get(section, {}), prefix, section, st.session_state.stop_error,
                        disabled=finished)
         st.form_submit_button(f"Save [{section}]", type="primary", disabled=finished, on_click=save, args=(section, prefix))
-if "gates" not in sections:
-    st.info("Gates (reward model passes its unit tests, drift alarms clear, human ratings agree) are not in the "
-            "campaign config yet: they come with the governance module and will be edited here.")
 
 st.subheader("History")
-events = svc.store.recent_events(cid, 100, kinds=["config", "stop_criterion", "gate", "request"])
+events = svc.store.recent_events(cid, 100, kinds=["criteria", "stop_criterion", "gate", "reward_tests", "request"])
 st.dataframe([{k: e[k] for k in ("ts", "actor", "kind", "message")} for e in events], hide_index=True, key="stop_history")
