@@ -246,7 +246,6 @@ def build_parser() -> argparse.ArgumentParser:
     from reward_tests.cli import add_parser as add_reward_test
 
     from .governance_cli import add_parsers as add_governance_parsers
-
     from .refresh_cli import add_parser as add_reward_refresh
 
     add_reward_test(sub)
