@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     _, cold, _ = timed(cold_render, a.repeats)
     results.append(("Reward distributions page, first render of the process", first, first,
                     f"{charts} Plotly charts (histogram, ECDF, the open tab)"))
-    results.append(("Reward distributions page, render with empty st.cache_data", cold, cold, "every query runs"))
+    results.append(("Reward distributions page, render with empty st.cache_data", cold, cold, "every query of the view runs"))
     results.append(("Reward distributions page, render with cached queries", warm, warm, "a widget click"))
 
     def open_tab(tab: str):

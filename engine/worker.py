@@ -138,11 +138,14 @@ def run_bootstrap(ctx: Ctx) -> dict:
     if trained:
         bc = cfg.policy.bootstrap
         exs = [TrainExample(e.source, e.reference) for e in train]
-        res = _train(ctx, policy, exs, bc.lr, bc.epochs, bc.batch_size, None, None, "bootstrap BC")
-        result |= {"steps": res.steps, "tokens": res.tokens, "train_seconds": res.seconds}
-    ctx.progress("validation", 0, len(val))
-    result["val_reward"] = _evaluator(ctx, policy, val)()
-    ctx.progress("validation", len(val), len(val), val_reward=result["val_reward"])
+        evaluate = _evaluator(ctx, policy, val) if bc.early_stopping else None
+        res = _train(ctx, policy, exs, bc.lr, bc.epochs, bc.batch_size, None, evaluate, "bootstrap BC")
+        result |= {"steps": res.steps, "tokens": res.tokens, "train_seconds": res.seconds, "best_step": res.best_step}
+        result["val_reward"] = res.best_reward
+    if result.get("val_reward") is None:
+        ctx.progress("validation", 0, len(val))
+        result["val_reward"] = _evaluator(ctx, policy, val)()
+        ctx.progress("validation", len(val), len(val), val_reward=result["val_reward"])
     save_policy(policy, out, {"policy": "base", "config": ctx.task["config"]})
     result["reward_name"], result["reward_version"] = ctx.reward.name, ctx.reward.version
     return result

@@ -58,7 +58,7 @@ vocab_size = 320
 max_length = 64
 
 [policy.bootstrap]
-epochs = {bc_epochs}
+epochs = {bc_epochs}   # at most: early stopping keeps the BC weights with the best validation reward
 lr = 3e-3
 batch_size = 32
 
@@ -83,7 +83,7 @@ lr = 1e-3
 epochs = {epochs}
 batch_size = 32
 eval_every = 40
-patience = 3
+patience = 4
 
 [eval]
 best_of_n = [1, 2, 4, 8]
@@ -94,12 +94,11 @@ max_grow_steps = {grows}
 
 
 def prepare(out: Path, small: bool = False) -> Path:
-    sizes = dict(bootstrap=300, train=800, validation=100, test=100) if small else \
-        dict(bootstrap=500, train=3000, validation=200, test=300)
+    sizes = dict(bootstrap=500, train=1000, validation=200, test=200) if small else \
+        dict(bootstrap=500, train=3000, validation=300, test=500)
     for split, exs in make_splits(seed=7, sizes=sizes).items():
         write_examples(out / f"{split}.jsonl", exs)
-    params = dict(bc_epochs=15, k=4 if small else 8, epochs=2, grows=1 if small else 2,
-                  max_eval=None)
+    params = dict(bc_epochs=30, k=4 if small else 8, epochs=4, grows=1 if small else 2)
     path = out / "campaign.toml"
     path.write_text(TOML.format(**params))
     return path
