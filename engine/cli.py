@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_reward_test(sub)
     add_governance_parsers(sub, DEFAULT_DB)
     add_reward_refresh(sub, DEFAULT_DB)
+
+    from dashboard.cli import add_parsers as add_dashboard_parsers  # restgov dashboard, restgov users
+
+    add_dashboard_parsers(sub)
     return p
 
 

@@ -28,9 +28,24 @@ APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 ROOT = Path(APP).parent.parent
 
 
+_OPENED: set[str] = set()
+
+
 def _service(db: Path):
     """The dashboard's cached ControllerService for this file (what every page of the app gets)."""
+    _OPENED.add(str(db))
     return auth._service(str(db))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_services():
+    """Let go of every store this module opened (the server process would hold them until it exits)."""
+    yield
+    for db in _OPENED:
+        svc = auth._service(db)
+        svc.shutdown()
+        svc.store.close()
+    auth._service.clear()
 
 
 def app(db: Path, user: dict | None = None, cid: str | None = None) -> AppTest:

@@ -51,9 +51,9 @@ def test_arith_rest_em_beats_bc(tmp_path):
 def test_toy_mt_rest_beats_bc(tmp_path):
     status = _demo(tmp_path, "toy-mt")
     assert status["mode"] == "rest"
-    thresholds = [s["tau"] for s in status["steps"][1:]]
-    assert thresholds == sorted(thresholds) and len(set(thresholds)) == len(thresholds)
-    mean_d1 = status["grows"]["1"]["mean_reward"]
-    assert thresholds[0] > mean_d1  # tau_1 > V
+    for g, grow in status["grows"].items():
+        taus = [s["tau"] for s in status["steps"] if s["grow"] == int(g)]
+        assert taus and taus == sorted(set(taus))  # rising thresholds within a Grow
+        assert taus[0] > grow["mean_reward"]  # tau_1 > V, the mean reward of D_g
     base, final = _check_improvement(status)
     assert final > base, status["final"]

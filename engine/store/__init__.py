@@ -10,9 +10,11 @@ from .core import CoreStore, now
 from .drift import DriftMixin
 from .ratings import RatingsMixin
 from .reward_tests import RewardTestsMixin
+from .users import UsersMixin
+from .views import ViewsMixin
 
 
-class Store(RewardTestsMixin, RatingsMixin, DriftMixin, CoreStore):
+class Store(ViewsMixin, UsersMixin, RewardTestsMixin, RatingsMixin, DriftMixin, CoreStore):
     pass
 
 
