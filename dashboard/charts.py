@@ -102,3 +102,19 @@ def loss(points: list[dict]) -> go.Figure:
         pts = [p for p in points if p["step_key"] == key]
         fig.add_scatter(x=[p["step"] for p in pts], y=[p["loss"] for p in pts], mode="lines", name=key, line_color=_color(i))
     return _layout(fig, "optimizer step", "training loss", height=260)
+
+
+def reward_test_matrix(rows: list[dict]) -> go.Figure:
+    """Pass rate of each unit test (rows) in each run (columns, oldest first, labelled by reward version)."""
+    runs = list(dict.fromkeys(r["run_id"] for r in rows))
+    tests = list(dict.fromkeys(r["test"] for r in sorted(rows, key=lambda r: r["pos"])))
+    first = {r["run_id"]: r for r in rows}
+    labels = [f"{first[run]['reward_version'][:12]}<br>{first[run]['created_at']:%m-%d %H:%M} #{k + 1}" for k, run in enumerate(runs)]
+    z = [[None] * len(runs) for _ in tests]
+    for r in rows:
+        z[tests.index(r["test"])][runs.index(r["run_id"])] = r["pass_rate"]
+    fig = go.Figure()
+    fig.add_heatmap(x=labels, y=tests, z=z, zmin=0, zmax=1, colorscale="RdYlGn", colorbar_title="pass rate",
+                    texttemplate="%{z:.0%}", hovertemplate="%{y}<br>%{x}<br>pass rate %{z:.1%}<extra></extra>")
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, "run (reward version, time)", "", height=max(260, 28 * len(tests) + 120))

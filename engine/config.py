@@ -59,8 +59,8 @@ class Bootstrap:
     lr: float = 1e-3
     batch_size: int = 32
     force: bool = False  # run BC even on a pretrained policy directory
-    early_stopping: bool = True  # validate every improve.eval_every steps and keep the best BC weights:
-    # the baseline every ReST result is compared against should be as good as its data allow
+    early_stopping: bool = False  # validate every improve.eval_every steps and keep the best BC weights
+    # (off by default: with a noisy validation set it can stop a run whose learning rate is still high)
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "policy.bootstrap.epochs", self.epochs, "must be > 0")

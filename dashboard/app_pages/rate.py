@@ -1,47 +1,44 @@
 """Rate (annotator; operators too): one side-by-side task at a time, blind, in this annotator's stored order.
 
-Scores 0..6 for each candidate (the paper's protocol); ratings are append-only in the store.
+Scores 0..6 for each candidate (the paper's protocol); ratings and skips are append-only in the store. A task
+skipped is not served again in this browser session. Keyboard: digits score, Enter submits (dashboard/rating.py).
 """
 
 import streamlit as st
 
-from dashboard import data
+from dashboard import data, rating
 from dashboard.auth import require_page, service
+from engine.store import now
 
 user = require_page("rate")
 store = service().store
 st.title("Rate")
-data.needs("next_task", "submit_rating", "ratings")
+data.needs("next_task", "submit_rating", "ratings", "skip_task")
 if user["role"] == "operator":
     with st.expander("Create rating tasks (operators)", icon=":material/add_task:"):
-        cid = data.pick_campaign("rate_pick")
-        policies = ["reference"] + [c["policy"] for c in store.checkpoints(cid)] if cid else []
-        c1, c2, c3, c4 = st.columns(4)
-        pa = c1.selectbox("Baseline policy (a)", policies, index=min(1, len(policies) - 1), key="rate_pa")
-        pb = c2.selectbox("Policy under review (b)", policies, index=len(policies) - 1, key="rate_pb")
-        n = c3.number_input("Tasks", 1, 1000, 20, key="rate_n")
-        req = c4.number_input("Ratings per task", 1, 10, 3, key="rate_req")
-        if st.button("Create tasks", key="rate_create") and cid:
-            try:
-                st.success(f"{store.create_rating_tasks(cid, pa, pb, int(n), int(req))['n_tasks']} tasks created.")
-            except (ValueError, KeyError) as e:
-                st.error(str(e))
+        rating.create_tasks_form(store, data.pick_campaign("rate_pick"))
 
-task = store.next_task(user["name"])
+since = st.session_state.setdefault("rate_since", now())  # skips of this session keep their task away
+prog = store.annotator_progress(user["name"], since)
+st.caption(f"You rated {prog['rated']} · {prog['left']} left for you"
+           + (f" · {prog['skipped']} skipped this session" if prog["skipped"] else ""))
+task = store.next_task(user["name"], skipped_since=since)
 if task is None:
     st.success("Nothing left to rate for you. Thank you!")
+    if prog["skipped"] and st.button(f"Show the {prog['skipped']} skipped task(s) again", key="rate_unskip"):
+        st.session_state.rate_since = now()
+        st.rerun()
     st.stop()
-st.caption(f"Task {task['task_id']} · {task['n_ratings']} of {task['required_ratings']} ratings so far")
-st.markdown("**Source**")
-st.info(task["source"])
-scores = {}
-for col, side in zip(st.columns(2), ("left", "right")):
-    with col:
-        st.markdown(f"**Candidate {'A' if side == 'left' else 'B'}**")
-        st.code(task[f"text_{side}"], language=None, wrap_lines=True)
-        scores[side] = st.segmented_control("Score (0 = useless, 6 = perfect)", list(range(7)),
-                                            key=f"rate_{side}_{task['task_id']}")
-if st.button("Submit", key=f"rate_submit_{task['task_id']}", type="primary",
-             disabled=None in scores.values()):
-    store.submit_rating(task["task_id"], user["name"], scores["left"], scores["right"], task["shown_order"])
+tid = task["task_id"]
+st.caption(f"Task {tid} · {task['n_ratings']} of {task['required_ratings']} ratings so far")
+scores = rating.task_panel(task)
+c1, c2, _ = st.columns([1, 1, 4])
+if c1.button("Submit", key=f"rate_submit_{tid}", type="primary", disabled=None in scores.values(), help="Enter"):
+    store.submit_rating(tid, user["name"], scores["left"], scores["right"], task["shown_order"])
     st.rerun()
+if c2.button("Skip", key=f"rate_skip_{tid}", help="Pass on this task: it is not shown to you again in this session"):
+    store.skip_task(tid, user["name"])
+    st.rerun()
+st.caption("Keyboard: **0**–**6** score the highlighted candidate (the highlight then moves to the other one), "
+           "**←** / **→** / **Tab** move the highlight, **Enter** submits.")
+rating.keyboard()

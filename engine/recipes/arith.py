@@ -58,7 +58,7 @@ vocab_size = 320
 max_length = 64
 
 [policy.bootstrap]
-epochs = {bc_epochs}   # at most: early stopping keeps the BC weights with the best validation reward
+epochs = {bc_epochs}
 lr = 3e-3
 batch_size = 32
 
@@ -98,7 +98,7 @@ def prepare(out: Path, small: bool = False) -> Path:
         dict(bootstrap=500, train=3000, validation=300, test=500)
     for split, exs in make_splits(seed=7, sizes=sizes).items():
         write_examples(out / f"{split}.jsonl", exs)
-    params = dict(bc_epochs=30, k=4 if small else 8, epochs=4, grows=1 if small else 2)
+    params = dict(bc_epochs=15, k=4 if small else 8, epochs=4, grows=1 if small else 2)
     path = out / "campaign.toml"
     path.write_text(TOML.format(**params))
     return path

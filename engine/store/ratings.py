@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS ratings (
     annotator VARCHAR NOT NULL, score_a SMALLINT NOT NULL, score_b SMALLINT NOT NULL,
     shown_order VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
     UNIQUE (task_id, annotator));  -- backstop for two submissions racing past the check in submit_rating
+CREATE TABLE IF NOT EXISTS rating_skips (  -- append-only: an annotator passed on a task (see next_task)
+    task_id BIGINT NOT NULL, annotator VARCHAR NOT NULL, ts TIMESTAMP NOT NULL);
 """
 
 REFERENCE = "reference"  # pseudo-policy: the original reference of the source (sample_idx -1)
@@ -129,22 +131,28 @@ class RatingsMixin:
         return {"batch": batch, "n_tasks": len(ids), "task_ids": ids}
 
     # ---------------------------------------------------------------- serving and submitting
-    def next_task(self, annotator: str, cid: str | None = None) -> dict | None:
-        """The next open task this annotator has not rated, sides in their own order; None when nothing is left.
+    def next_task(self, annotator: str, cid: str | None = None, skipped_since=None) -> dict | None:
+        """The next open task this annotator has not rated nor skipped, sides in their own order; None when nothing is left.
 
         Tasks with the most ratings come first so tasks complete (and overlap for agreement) before new ones
-        start. Policy names are left out: the annotator rates blind.
+        start. Policy names are left out: the annotator rates blind. A task this annotator skipped at or after
+        `skipped_since` (a UTC timestamp, e.g. the start of their session) is not served; None leaves out
+        every task they ever skipped.
         """
-        where = "t.campaign_id = ? AND " if cid is not None else ""
+        where = "t.campaign_id = $cid AND " if cid is not None else ""
         sql = (
-            "WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, bool_or(annotator = ?) AS mine "
-            "FROM ratings GROUP BY task_id) "
+            "WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, bool_or(annotator = $who) AS mine "
+            "FROM ratings GROUP BY task_id), "
+            "k AS (SELECT DISTINCT task_id FROM rating_skips WHERE annotator = $who "
+            "AND ($since::TIMESTAMP IS NULL OR ts >= $since::TIMESTAMP)) "
             "SELECT t.task_id, t.campaign_id, t.batch, t.source_id, t.source, t.text_a, t.text_b, t.required_ratings, "
             "coalesce(c.n, 0) AS n_ratings FROM rating_tasks t LEFT JOIN c USING (task_id) "
             f"WHERE {where}coalesce(c.n, 0) < t.required_ratings AND NOT coalesce(c.mine, false) "
+            "AND t.task_id NOT IN (SELECT task_id FROM k) "
             "ORDER BY n_ratings DESC, t.task_id LIMIT 1"
         )
-        rows = self._rows(sql, [annotator, cid] if cid is not None else [annotator])
+        params = {"who": annotator, "since": skipped_since} | ({"cid": cid} if cid is not None else {})
+        rows = self._rows(sql, params)
         if not rows:
             return None
         r = rows[0]
@@ -153,6 +161,15 @@ class RatingsMixin:
         if order == "ba":
             left, right = right, left
         return r | {"text_left": left, "text_right": right, "shown_order": order}
+
+    def skip_task(self, task_id: int, annotator: str) -> None:
+        """Append a skip: next_task passes over this task for this annotator (from now on, see `skipped_since`)."""
+        if not annotator or not annotator.strip():
+            raise ValueError("annotator name is empty")
+        cur = self.cursor()
+        if not cur.execute("SELECT 1 FROM rating_tasks WHERE task_id = ?", [task_id]).fetchone():
+            raise KeyError(f"no rating task {task_id}")
+        cur.execute("INSERT INTO rating_skips VALUES (?, ?, ?)", [task_id, annotator, now()])
 
     def submit_rating(self, task_id: int, annotator: str, score_left: int, score_right: int, shown_order: str) -> int:
         """Append one rating; left/right are mapped back to a/b through `shown_order`. Returns the rating id."""

@@ -175,3 +175,59 @@ class ViewsMixin:
             "ORDER BY t.reward DESC, t.source_id, t.sample_idx",
             [cid, int(grow), float(lo), float(hi), int(limit), cid],
         )
+
+    # ---------------------------------------------------------------- rating progress (the Rate page)
+    def annotator_progress(self, annotator: str, skipped_since=None) -> dict:
+        """What one annotator sees as progress: tasks rated (ever), skipped since `skipped_since` (None: ever),
+        and open tasks still left for them (not full, not rated nor skipped by them)."""
+        sql = """
+        WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, bool_or(annotator = $who) AS mine FROM ratings GROUP BY task_id),
+        k AS (SELECT DISTINCT task_id FROM rating_skips WHERE annotator = $who
+              AND ($since::TIMESTAMP IS NULL OR ts >= $since::TIMESTAMP))
+        SELECT (SELECT count(*) FROM ratings WHERE annotator = $who) AS rated,
+               (SELECT count(*) FROM k) AS skipped,
+               (SELECT count(*) FROM rating_tasks t LEFT JOIN c USING (task_id)
+                WHERE coalesce(c.n, 0) < t.required_ratings AND NOT coalesce(c.mine, false)
+                  AND t.task_id NOT IN (SELECT task_id FROM k)) AS left
+        """
+        return self._rows(sql, {"who": annotator, "since": skipped_since})[0]
+
+    # ---------------------------------------------------------------- reward-model versions and their unit tests
+    def reward_test_history(self) -> list[dict]:
+        """Every reward test run, newest first, with the tests that failed and where the run came from."""
+        return self._rows(
+            "WITH f AS (SELECT run_id, list(test ORDER BY pos) FILTER (WHERE passed = false) AS failed "
+            "FROM reward_test_results GROUP BY run_id) "
+            "SELECT r.run_id, r.reward_name, r.reward_version, r.created_at, r.verdict, r.n_tests, r.n_failed, r.n_pairs, "
+            "r.mean_reward, json_extract_string(r.config, '$.campaign') AS campaign, "
+            "json_extract_string(r.config, '$.reference_set') AS reference_set, coalesce(f.failed, []) AS failed_tests "
+            "FROM reward_test_runs r LEFT JOIN f USING (run_id) ORDER BY r.created_at DESC, r.run_id DESC")
+
+    def reward_test_matrix(self, limit_runs: int = 30) -> list[dict]:
+        """Pass rate of each test in each of the newest `limit_runs` runs (oldest first): the history as a grid."""
+        return self._rows(
+            "WITH r AS (SELECT run_id, reward_version, created_at FROM reward_test_runs "
+            "ORDER BY created_at DESC, run_id DESC LIMIT ?) "
+            "SELECT r.run_id, r.reward_version, r.created_at, t.pos, t.test, t.pass_rate, t.passed "
+            "FROM r JOIN reward_test_results t USING (run_id) ORDER BY r.created_at, r.run_id, t.pos", [int(limit_runs)])
+
+    def reward_versions(self, cid: str | None = None) -> list[dict]:
+        """Reward-model versions (registered in reward_models, tested, or scoring `cid`'s samples) with the verdict
+        of their latest unit-test run; `used_in_grows` / `n_samples` say where campaign `cid` used each one."""
+        sql = """
+        WITH f AS (SELECT run_id, list(test ORDER BY pos) FILTER (WHERE passed = false) AS failed
+                   FROM reward_test_results GROUP BY run_id),
+        latest AS (SELECT *, row_number() OVER (PARTITION BY reward_version ORDER BY created_at DESC, run_id DESC) AS k,
+                          count(*) OVER (PARTITION BY reward_version) AS n_runs FROM reward_test_runs),
+        used AS (SELECT reward_version AS version, list(DISTINCT grow ORDER BY grow) AS grows, count(*) AS n
+                 FROM samples WHERE campaign_id = $cid GROUP BY 1),
+        v AS (SELECT version FROM reward_models UNION SELECT reward_version FROM reward_test_runs UNION SELECT version FROM used)
+        SELECT v.version, coalesce(m.name, l.reward_name) AS name, m.kind, m.path, m.created_at AS registered_at,
+               u.grows AS used_in_grows, u.n AS n_samples, l.run_id AS latest_run, l.created_at AS tested_at,
+               coalesce(l.verdict, 'untested') AS verdict, l.n_tests, l.n_failed, coalesce(f.failed, []) AS failed_tests,
+               coalesce(l.n_runs, 0) AS n_runs
+        FROM v LEFT JOIN reward_models m USING (version) LEFT JOIN used u USING (version)
+        LEFT JOIN latest l ON l.reward_version = v.version AND l.k = 1 LEFT JOIN f ON f.run_id = l.run_id
+        ORDER BY u.version IS NULL, coalesce(m.created_at, l.created_at) DESC NULLS LAST, v.version
+        """
+        return self._rows(sql, {"cid": cid})

@@ -1,0 +1,106 @@
+"""The Rate page's parts: the operators' task form, one blind task with its scores, and the keyboard shortcuts.
+
+Keys (a script in the app's own document, installed once per browser tab; it only acts while a task is on the
+screen and no text field has the focus): 0..6 score the highlighted candidate and move the highlight to the
+other one, Left / Right / Tab move the highlight, Enter submits once both are scored. The script clicks the
+page's own widgets, so a rating made from the keyboard is the same rating a click makes. It carries nothing
+about the task: no text, reward, policy name or model id.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+SIDES = ("left", "right")
+SCALE = "Score (0 = useless, 6 = perfect)"
+
+KEYS_JS = """
+<style>
+body[data-rg-side="left"] [class*="st-key-rate_side_left"],
+body[data-rg-side="right"] [class*="st-key-rate_side_right"] {
+  outline: 3px solid #ff4b4b; outline-offset: 6px; border-radius: 0.5rem; }
+</style>
+<script>
+(() => {
+  const doc = document;
+  if (window.__restgovRateKeys) return;
+  window.__restgovRateKeys = true;
+  const q = (sel) => doc.querySelector(sel);
+  const taskId = () => {
+    const el = q('[class*="st-key-rate_submit_"]');
+    const m = el && el.className.match(/st-key-rate_submit_(\\d+)/);
+    return m ? m[1] : null;
+  };
+  const side = () => {
+    const t = taskId();
+    if (doc.body.dataset.rgTask !== t) {  // a new task starts on the left candidate
+      doc.body.dataset.rgTask = t;
+      doc.body.dataset.rgSide = "left";
+    }
+    return doc.body.dataset.rgSide;
+  };
+  const setSide = (s) => { side(); doc.body.dataset.rgSide = s; };
+  const typing = (el) => el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
+  const options = (s) => Array.from(doc.querySelectorAll(`[class*="st-key-rate_${s}_"] button`));
+  const chosen = (b) => (b.getAttribute("data-testid") || "").endsWith("Active") || b.getAttribute("aria-checked") === "true";
+  const submit = (tries) => {
+    const b = q('[class*="st-key-rate_submit_"] button');
+    if (b && !b.disabled) b.click();
+    else if (b && tries > 0) setTimeout(() => submit(tries - 1), 100);  // the last score is still being applied
+  };
+  side();
+  doc.addEventListener("keydown", (e) => {
+    if (taskId() === null || e.ctrlKey || e.metaKey || e.altKey || typing(e.target)) return;
+    const s = side();
+    if (/^[0-6]$/.test(e.key)) {
+      const b = options(s).find((x) => x.innerText.trim() === e.key);
+      if (!b) return;
+      if (!chosen(b)) b.click();  // clicking the chosen score again would clear it
+      setSide(s === "left" ? "right" : "left");
+    } else if (e.key === "ArrowLeft" || e.key === "ArrowRight" || e.key === "Tab") {
+      setSide(e.key === "ArrowLeft" ? "left" : e.key === "ArrowRight" ? "right" : s === "left" ? "right" : "left");
+    } else if (e.key === "Enter") {
+      submit(30);
+      doc.body.dataset.rgSide = "left";
+    } else {
+      return;
+    }
+    e.preventDefault();
+    e.stopPropagation();
+  }, true);
+})();
+</script>
+"""
+
+
+def keyboard() -> None:
+    """Install the shortcuts (once per tab; the page may draw this on every run)."""
+    st.html(KEYS_JS, unsafe_allow_javascript=True, width="content")
+
+
+def create_tasks_form(store, cid: str | None) -> None:
+    """Operators: pair two policies' samples of a campaign into rating tasks."""
+    policies = ["reference"] + [c["policy"] for c in store.checkpoints(cid)] if cid else []
+    c1, c2, c3, c4 = st.columns(4)
+    pa = c1.selectbox("Baseline policy (a)", policies, index=min(1, len(policies) - 1), key="rate_pa")
+    pb = c2.selectbox("Policy under review (b)", policies, index=len(policies) - 1, key="rate_pb")
+    n = c3.number_input("Tasks", 1, 1000, 20, key="rate_n")
+    req = c4.number_input("Ratings per task", 1, 10, 3, key="rate_req")
+    if st.button("Create tasks", key="rate_create") and cid:
+        try:
+            st.success(f"{store.create_rating_tasks(cid, pa, pb, int(n), int(req))['n_tasks']} tasks created.")
+        except (ValueError, KeyError) as e:
+            st.error(str(e))
+
+
+def task_panel(task: dict) -> dict[str, int | None]:
+    """The source and the two candidates side by side in this annotator's order; returns the scores chosen."""
+    st.markdown("**Source**")
+    st.info(task["source"])
+    scores = {}
+    for col, side in zip(st.columns(2), SIDES):
+        with col, st.container(key=f"rate_side_{side}"):
+            st.markdown(f"**Candidate {'A' if side == 'left' else 'B'}**")
+            st.code(task[f"text_{side}"], language=None, wrap_lines=True)
+            scores[side] = st.segmented_control(SCALE, list(range(7)), key=f"rate_{side}_{task['task_id']}")
+    return scores
