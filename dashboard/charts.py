@@ -18,6 +18,16 @@ def _layout(fig: go.Figure, x: str, y: str, height: int = 360) -> go.Figure:
     return fig
 
 
+def filter_thresholds(filters: list[dict]) -> list[dict]:
+    """The store's Improve filters with their kept share and `tau_drawn`, where a chart draws the filter: its
+    global tau (thresholds, quantile), or 1.0 for the binary rule (keeps R = 1); per-source rules have none."""
+    out = []
+    for f in filters:
+        tau = f["tau"] if f["tau"] is not None else (1.0 if f["rule"] == "binary" else None)
+        out.append(f | {"tau_drawn": tau, "share": f["kept"] / f["n_total"] if f["n_total"] else None})
+    return out
+
+
 def _thresholds(fig: go.Figure, thresholds: list[dict]) -> None:
     """Improve thresholds as dashed lines, one per distinct tau, labelled with each step's share of D_g kept."""
     by_tau: dict[float, list[str]] = {}

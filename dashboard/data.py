@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.auth import service
+from dashboard.charts import filter_thresholds
 from engine.report import campaign_status
 
 
@@ -56,14 +57,8 @@ def histogram(cid: str, bins: int, generated_only: bool, stamp: tuple) -> list[d
 
 @st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
 def thresholds(cid: str, stamp: tuple) -> list[dict]:
-    """The Improve filters applied so far with their kept share; `tau_drawn` is where a chart draws the filter:
-    its global tau (thresholds, quantile), or 1.0 for the binary rule (keeps R = 1); per-source rules have none.
-    """
-    out = []
-    for f in service().store.filters(cid):
-        tau = f["tau"] if f["tau"] is not None else (1.0 if f["rule"] == "binary" else None)
-        out.append(f | {"tau_drawn": tau, "share": f["kept"] / f["n_total"] if f["n_total"] else None})
-    return out
+    """The Improve filters applied so far with their kept share and where a chart draws them (charts.filter_thresholds)."""
+    return filter_thresholds(service().store.filters(cid))
 
 
 @st.cache_data(ttl=3600, max_entries=128, show_spinner=False)

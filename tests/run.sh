@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The README's test command: install the project with its test extras, then run the whole suite.
+# The README's test command: install the project with its test extras (and Debian's Chromium for the
+# browser tests), then run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 python -m pip install -q -e '.[test]'
-python -m pytest -q --durations=15 "$@"
+python -m pytest -q --durations=20 "$@"

@@ -31,6 +31,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 # `restgov dashboard` and `restgov users` (dashboard/cli.py, also reachable as `python -m dashboard.cli`).
 DASHBOARD_CLI = [sys.executable, "-m", "dashboard.cli"]
 PASSWORDS = {"olga": "operator-pass", "ann": "annotator-pass"}
+# Rating tasks seeded before the server starts; their policy names must never reach the annotator's screen.
+SEEDED_TASKS = [(f"What is {i} + {i}?", f"The answer is {2 * i}.", f"It makes {2 * i + 1}.") for i in range(3)]
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run browser tests",
@@ -53,6 +55,7 @@ def server(tmp_path_factory):
     for name, role in (("olga", "operator"), ("ann", "annotator")):
         subprocess.run([*DASHBOARD_CLI, "users", "add", name, "--role", role, "--password-stdin", "--db", str(db)],
                        input=PASSWORDS[name] + "\n", text=True, check=True, cwd=ROOT, env=env, timeout=120)
+    _seed_rating_tasks(db)
     port = _free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen([*DASHBOARD_CLI, "dashboard", "--db", str(db), "--port", str(port)], cwd=root, env=env,
@@ -67,7 +70,8 @@ def server(tmp_path_factory):
             if proc.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"dashboard did not start:\n{(root / 'server.log').read_text()[-3000:]}") from None
             time.sleep(0.5)
-    yield {"base": base, "root": root}
+    after: list = []  # checks that read the database, which the server holds until it stops
+    yield {"base": base, "root": root, "after": after}
     os.killpg(proc.pid, signal.SIGTERM)  # the server pauses running campaigns on exit, then stops its workers
     try:
         proc.wait(timeout=40)
@@ -81,7 +85,25 @@ def server(tmp_path_factory):
 
     with duckdb.connect(str(db), read_only=True) as con:  # the server let go of the file and left nothing running
         states = dict(con.execute("SELECT id, state FROM campaigns").fetchall())
+        for check in after:
+            check(con)
     assert all(s in ("CREATED", "PAUSED", "DONE", "STOPPED", "FAILED") for s in states.values()), states
+
+
+def _seed_rating_tasks(db: Path) -> None:
+    """Three side-by-side tasks written before the server opens the file (they need no campaign run)."""
+    from engine.controller_service import open_store
+    from engine.store import now
+
+    store = open_store(db)
+    try:
+        for i, (source, text_a, text_b) in enumerate(SEEDED_TASKS):
+            store.cursor().execute(
+                "INSERT INTO rating_tasks (campaign_id, batch, source_id, source, policy_a, text_a, policy_b, text_b, "
+                "required_ratings, created_at) VALUES ('seeded', 'b1', ?, ?, 'policy-a-secret', ?, 'policy-b-secret', ?, 1, ?)",
+                [f"s{i}", source, text_a, text_b, now()])
+    finally:
+        store.close()
 
 
 @pytest.fixture(scope="module")
@@ -169,13 +191,87 @@ def test_operator_runs_the_arith_demo_and_sees_the_histogram_fill(server, page):
         page.get_by_role("link", name=link, exact=True).click()
         page.get_by_role("heading", name=heading).wait_for()
         page.shots(heading.lower().replace(" ", "-"))
+        if link == "Reward tests":  # run the suite in the background; the page polls until the verdict is in
+            page.get_by_role("button", name="Run the suite").click()
+            page.get_by_text(re.compile(r"\(olga\): (pass|fail); failed tests:")).wait_for(timeout=120_000)
+            page.get_by_text("History across reward-model versions").wait_for()
+            page.shots("reward-tests-run")
+        if link == "Drift audit":  # the audit report: one HTML file, figures inline, nothing fetched from the network
+            with page.expect_download(timeout=120_000) as dl:
+                page.get_by_role("button", name="Download the audit report (HTML)").click()
+            report = dl.value.path().read_text(encoding="utf-8")
+            (page.shots.dir / "audit-report.html").write_text(report, encoding="utf-8")
+            assert report.count('class="plotly-graph-div"') >= 3 and not re.search(r"<script[^>]*\bsrc=", report)
 
 
-def test_annotator_opening_operator_pages_by_url_is_refused(server, page):
+def _shown(page) -> dict:
+    """The task on the Rate page as the annotator sees it: id and the two candidates in their screen order."""
+    tid = int(page.get_by_text(re.compile(r"^Task \d+ ·")).first.inner_text().split()[1])
+    page.locator(f".st-key-rate_submit_{tid}").wait_for()  # drawn after both candidates: the run is complete
+    return {"task_id": tid, "left": page.locator(".st-key-rate_side_left code").first.inner_text(),
+            "right": page.locator(".st-key-rate_side_right code").first.inner_text()}
+
+
+def _wait_score(page, side: str, score: int) -> None:
+    page.locator(f'[class*="st-key-rate_{side}_"] button[aria-checked="true"]', has_text=str(score)).first.wait_for()
+
+
+def _next_task(page, task: dict) -> None:
+    page.get_by_text(re.compile(rf"^(Task (?!{task['task_id']} )\d+ ·|Nothing left to rate)")).first.wait_for()
+
+
+def test_annotator_rates_three_pairs_one_by_keyboard_and_is_refused_operator_pages(server, page):
     base = server["base"]
     sign_in(page, base, "ann")
     page.get_by_role("heading", name="Rate").wait_for()
-    page.shots("rate")
+    page.wait_for_function("() => window.__restgovRateKeys === true")  # the shortcuts are installed
+    rated = []
+    # Pair 1, keyboard only: a digit scores the highlighted (left) candidate and moves on, Enter submits.
+    task = _shown(page)
+    page.shots("rate-keyboard-start")
+    content = page.content()
+    assert "secret" not in content and "reward" not in content.lower()  # blind: no policy names, no rewards
+    page.keyboard.press("5")
+    _wait_score(page, "left", 5)
+    page.keyboard.press("2")
+    _wait_score(page, "right", 2)
+    page.shots("rate-keyboard-scored")
+    page.keyboard.press("Enter")
+    rated.append(task | {"score_left": 5, "score_right": 2})
+    _next_task(page, task)
+    # Pair 2, keyboard with the arrows: the right candidate first, then back to the left one.
+    task = _shown(page)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("6")
+    _wait_score(page, "right", 6)
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("0")
+    _wait_score(page, "left", 0)
+    page.keyboard.press("Enter")
+    rated.append(task | {"score_left": 0, "score_right": 6})
+    _next_task(page, task)
+    # Pair 3, with the mouse.
+    task = _shown(page)
+    page.locator('[class*="st-key-rate_left_"] button', has_text="3").click()
+    _wait_score(page, "left", 3)
+    page.locator('[class*="st-key-rate_right_"] button', has_text="4").click()
+    _wait_score(page, "right", 4)
+    page.get_by_role("button", name="Submit").click()
+    rated.append(task | {"score_left": 3, "score_right": 4})
+    page.get_by_text("Nothing left to rate for you").wait_for()
+    page.shots("rate-done")
+
+    def ratings_landed(con) -> None:  # exactly these ratings, with the order shown
+        rows = con.execute("SELECT r.task_id, r.score_a, r.score_b, r.shown_order, t.text_a, t.text_b FROM ratings r "
+                           "JOIN rating_tasks t USING (task_id) WHERE r.annotator = 'ann' ORDER BY r.rating_id").fetchall()
+        assert [r[0] for r in rows] == [t["task_id"] for t in rated], rows
+        for (_, score_a, score_b, order, text_a, text_b), t in zip(rows, rated):
+            assert (t["left"], t["right"]) == ((text_a, text_b) if order == "ab" else (text_b, text_a))
+            assert (score_a, score_b) == ((t["score_left"], t["score_right"]) if order == "ab"
+                                          else (t["score_right"], t["score_left"]))
+
+    server["after"].append(ratings_landed)  # the server holds the database until the module's end
+
     assert page.get_by_role("link", name="Campaigns").count() == 0
     for path, title in (("campaigns", "Campaigns"), ("stopping", "Stopping criteria"), ("distributions", "Reward distributions")):
         page.goto(f"{base}/{path}")  # a fresh browser session: the session cookie keeps the sign-in

@@ -72,6 +72,11 @@ def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
 
 
+def task_id(at: AppTest) -> int:
+    """The task on the Rate page, from its caption "Task N · ..."."""
+    return int(next(c.value for c in at.caption if c.value.startswith("Task ")).split()[1])
+
+
 OPERATOR = {"name": "olga", "role": "operator"}
 ANNOTATOR = {"name": "ann", "role": "annotator"}
 AUDITOR = {"name": "aud", "role": "auditor"}
@@ -418,7 +423,7 @@ def test_annotator_rates_blind_and_exactly_those_ratings_are_stored(campaign):
     assert [t.value for t in at.title] == ["Rate"]
     shown = []
     for left, right in ((6, 1), (2, 5), (3, 3)):
-        tid = int(at.caption[0].value.split()[1])
+        tid = task_id(at)
         page_text = texts(at, "markdown") + texts(at, "caption") + texts(at, "code")
         assert "reference" not in page_text and "base" not in page_text  # blind: no policy names
         shown.append((tid, at.code[0].value, at.code[1].value, left, right))
@@ -448,3 +453,119 @@ def test_governance_pages_render_on_a_real_campaign(campaign):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, (page, at.exception)
         assert "needs the governance module" not in texts(at, "info"), page
+
+
+# ---------------------------------------------------------------- governance pages on a synthetic campaign (fast)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, str]:
+    """A campaign created by the dashboard's controller (data copied, never run) plus two Grow steps of samples
+    written straight into the store: grow 2's rewards sit well above grow 1's, so drift raises an alarm."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine.worker import SAMPLE_SCHEMA
+
+    root = tmp_path_factory.mktemp("synthetic")
+    db = root / "db" / "restgov.duckdb"
+    svc = _service(db)
+    cid = svc.create(load_config(write_tiny_campaign(root / "arith", grows=2, name="synthetic")), "olga")
+    sids = [r[0] for r in svc.store.cursor().execute(
+        "SELECT source_id FROM prompts WHERE campaign_id = ? AND split = 'train' ORDER BY 1 LIMIT 40", [cid]).fetchall()]
+    rng = random.Random(0)
+    for g, lo in ((1, 0.0), (2, 0.5)):
+        rows = [dict(grow=g, source_id=sid, sample_idx=k, text=f"{rng.randint(0, 99)} words {k} of {sid}", n_tokens=4 + k,
+                     sum_logprob=-1.0, policy="base" if g == 1 else "g1-i1", reward=lo + 0.5 * rng.random(), reward_version="v-syn")
+                for sid in sids for k in range(2)]
+        pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), root / f"g{g}.parquet")
+        svc.store.ingest_shard(cid, "samples", f"syn-g{g}", root / f"g{g}.parquet")
+    return db, cid
+
+
+def test_rate_skip_keeps_the_task_away_for_this_session_only(synthetic):
+    db, cid = synthetic
+    store = _service(db).store
+    made = store.create_rating_tasks(cid, "reference", "base", n=2, required_ratings=1, seed=3, batch="skip")["task_ids"]
+    who = {"name": "sam", "role": "annotator"}
+    at = app(db, who)
+    skipped = []
+    for _ in made:
+        skipped.append(task_id(at))
+        at = at.button(key=f"rate_skip_{skipped[-1]}").click().run()
+        assert not at.exception
+    assert sorted(skipped) == sorted(made) and "Nothing left to rate" in texts(at, "success")
+    assert "2 skipped this session" in texts(at, "caption")
+    assert store.next_task("sam") is None and store.ratings(cid) == []  # skips are not ratings
+    (n,) = store.cursor().execute("SELECT count(*) FROM rating_skips WHERE annotator = 'sam'").fetchone()
+    assert n == 2
+    assert task_id(app(db, who)) == skipped[0]  # a new session serves them again
+    at = button(at, "Show the 2 skipped task(s) again").click().run()
+    assert task_id(at) == skipped[0]
+    # Blind: the keyboard script and the page name no policy and show no reward.
+    page = texts(at, "markdown") + texts(at, "caption") + "".join(h.proto.body for h in at.get("html"))
+    assert "reference" not in page and "base" not in page and "reward" not in page.lower()
+    assert "keydown" in "".join(h.proto.body for h in at.get("html"))
+
+
+def test_reward_tests_page_runs_the_suite_in_the_background(synthetic):
+    db, cid = synthetic
+    store = _service(db).store
+    at = app(db, AUDITOR, cid)
+    at.switch_page("app_pages/reward_tests.py").run()
+    assert not at.exception and "Read-only" in texts(at, "caption")
+    assert not [b for b in at.button if b.label == "Run the suite"]  # auditors cannot start a run
+    at = app(db, OPERATOR, cid)
+    at.switch_page("app_pages/reward_tests.py").run()
+    assert "never tested" in texts(at, "caption")
+    at.number_input(key="rt_n").set_value(12)
+    at = button(at, "Run the suite").click().run()
+    assert not at.exception
+    deadline = time.time() + 120
+    while not store.reward_test_runs() and time.time() < deadline:
+        time.sleep(0.2)
+    (run,) = store.reward_test_runs()
+    assert run["n_pairs"] == 12 and run["config"]["campaign"] == cid and run["config"]["reference_set"] == "validation"
+    at.run()
+    assert not at.exception
+    history = frame(at, "failed tests")
+    assert list(history["run_id"]) == [run["run_id"]] and list(history["verdict"]) == [run["verdict"]]
+    results = frame(at, "pass_rate")
+    assert len(results) == run["n_tests"] and set(results["verdict"]) <= {"pass", "fail", "skip"}
+    assert [e.key for e in at.get("plotly_chart")] == ["rt_matrix"]
+    assert f"latest run **{run['verdict']}**" in texts(at, "caption")
+    ev = store.recent_events(cid, 1, kinds=["reward_tests"])[0]
+    assert ev["actor"] == "olga" and run["reward_version"] in ev["message"]
+
+
+def test_audit_report_is_one_self_contained_html_file(synthetic):
+    import re
+
+    from dashboard.report_html import build_audit_report
+
+    db, cid = synthetic
+    doc = build_audit_report(_service(db).store, cid)
+    assert doc.startswith("<!DOCTYPE html>") and doc.count("window.PlotlyConfig") == 1  # plotly.js inline, once
+    assert doc.count('class="plotly-graph-div"') >= 2  # histogram and ECDF (and the test matrix once runs exist)
+    tags = re.findall(r"<(?:script|link|img|iframe)\b[^>]*>", doc)
+    assert tags and not [t for t in tags if re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", t)], tags
+    for section in ("Campaign summary", "Per-step table", "Reward distributions per Grow step", "Drift statistics",
+                    "Reward-model versions and unit tests", "Rating statistics", "Event log"):
+        assert f"<h2>{section}</h2>" in doc, section
+    assert "grow 1 → grow 2" in doc and 'class="alarm-box"' in doc and "reward distribution moved" in doc
+    assert "campaign created" in doc and "v-syn" in doc
+
+
+def test_drift_page_lists_reward_versions_and_offers_the_report(synthetic):
+    db, cid = synthetic
+    at = app(db, AUDITOR, cid)
+    at.switch_page("app_pages/drift.py").run()
+    assert not at.exception
+    versions = frame(at, "used_in_grows")
+    row = versions[versions["version"] == "v-syn"].iloc[0]
+    assert row["used_in_grows"] == "1, 2" and row["n_samples"] == 160
+    assert row["verdict"] in ("pass", "fail", "untested")
+    labels = [d.proto.label for d in at.get("download_button")]
+    assert labels == ["Download the audit report (HTML)", "Export the event log (JSON)"]

@@ -1,5 +1,6 @@
 """Drift audit (auditor; operators too): drift statistics between Grow steps with alarms highlighted, the event
-log (who changed what, gates hit) and reward-model versions; export of the event log.
+log (who changed what, gates hit), reward-model versions with their latest unit-test verdict; exports of the
+event log (JSON) and of a self-contained HTML audit report with the figures (dashboard/report_html.py).
 """
 
 import json
@@ -8,6 +9,7 @@ import streamlit as st
 
 from dashboard import data
 from dashboard.auth import require_page, service
+from dashboard.report_html import build_audit_report
 
 require_page("drift")
 store = service().store
@@ -16,6 +18,11 @@ cid = data.pick_campaign("drift_pick")
 if cid is None:
     st.info("No campaigns yet.")
     st.stop()
+
+st.download_button("Download the audit report (HTML)", lambda: build_audit_report(store, cid), f"{cid}-audit.html",
+                   mime="text/html", key="drift_report", type="primary", icon=":material/download:",
+                   help="One self-contained file: campaign summary, per-step table, reward histograms, drift statistics "
+                        "with alarms, event log, reward versions and test verdicts, rating statistics. Opens offline.")
 
 st.subheader("Drift between Grow steps")
 if not hasattr(store, "drift_grows"):
@@ -38,6 +45,15 @@ else:
             if not rep["alarms"]:
                 st.success("No drift alarm.")
             st.json({k: rep[k] for k in ("reward", "length", "diversity", "human")}, expanded=False)
+
+st.subheader("Reward-model versions")
+versions = store.reward_versions(cid)
+if not versions:
+    st.info("No reward-model version registered or tested yet.")
+st.dataframe([v | {"failed_tests": ", ".join(v["failed_tests"]), "used_in_grows": ", ".join(map(str, v["used_in_grows"] or []))}
+              for v in versions], hide_index=True, key="drift_versions",
+             column_order=["version", "name", "kind", "used_in_grows", "n_samples", "verdict", "failed_tests", "tested_at",
+                           "n_runs", "latest_run", "path", "registered_at"])
 
 st.subheader("Event log")
 events = store.recent_events(cid, 1000)

@@ -1,29 +1,43 @@
 """Reward tests (operator, auditor): unit tests of reward models (repetition, permutation, filler, ...) per
-reward-model version: pass/fail table with the worst examples, and the history across versions.
+reward-model version. Operators run the suite on a campaign's reward in the background (dashboard/reward_jobs.py);
+everyone here reads the pass/fail table with the worst examples and the history across versions.
 """
+
+import json
 
 import streamlit as st
 
-from dashboard import data
+from dashboard import charts, data, reward_panel
 from dashboard.auth import require_page, service
 
-require_page("reward-tests")
+user = require_page("reward-tests")
 store = service().store
 st.title("Reward tests")
-data.needs("reward_test_runs", "reward_test_results")
-runs = store.reward_test_runs()
-if not runs:
-    st.info("No reward test runs yet. Run the suite with `restgov reward-test --reward ... --data ...` "
-            "(running it from this page comes with the governance wiring).")
+data.needs("reward_test_runs", "reward_test_results", "save_reward_test_run", "reward_test_pairs")
+cid = data.pick_campaign("rt_campaign")
+if cid:
+    version = reward_panel.reward_version(cid, json.dumps(store.campaign(cid)["config"]["reward"], sort_keys=True))
+    latest = store.latest_reward_test_run(version)
+    st.caption(f"This campaign's reward version `{version}`: "
+               + (f"latest run **{latest['verdict']}** ({latest['created_at']:%Y-%m-%d %H:%M})" if latest else "never tested"))
+    if user["role"] == "operator":
+        with st.expander("Run the suite on this campaign's reward", expanded=latest is None, icon=":material/play_circle:"):
+            reward_panel.run_form(store, cid, user)
+    else:
+        st.caption("Read-only: operators run the suite.")
+    reward_panel.job_status(cid)
+
+history = store.reward_test_history()
+if not history:
+    st.info("No reward test runs yet. An operator runs the suite above, or with `restgov reward-test --reward ... --data ...`.")
     st.stop()
 st.subheader("History across reward-model versions")
-st.dataframe([{k: r[k] for k in ("run_id", "reward_name", "reward_version", "created_at", "verdict", "n_tests", "n_failed")}
-              for r in runs], hide_index=True, key="rt_runs")
-run_id = st.selectbox("Run", [r["run_id"] for r in runs], key="rt_pick")
-results = store.reward_test_results(run_id)
-st.dataframe([{k: r[k] for k in ("name", "expectation", "tol", "n", "pass_rate", "mean_delta", "worst_delta", "passed")}
-              for r in results], hide_index=True, key="rt_results")
-for r in results:
-    if r["worst_examples"] and r["passed"] is False:
-        with st.expander(f"Worst examples: {r['name']}"):
-            st.dataframe(r["worst_examples"], hide_index=True, key=f"rt_worst_{r['name']}")
+st.dataframe(reward_panel.history_rows(history), hide_index=True, key="rt_runs")
+st.plotly_chart(charts.reward_test_matrix(store.reward_test_matrix()), key="rt_matrix")
+
+st.subheader("One run: pass/fail and the worst examples")
+if new := st.session_state.pop("rt_new_run", None):
+    st.session_state.rt_pick = new
+labels = {h["run_id"]: f"{h['run_id']} · {h['reward_version'][:12]} · {h['verdict']}" for h in history}
+run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="rt_pick")
+reward_panel.run_results(store, run_id)

@@ -125,7 +125,7 @@ max_length = 64
 
 [policy.bootstrap]
 epochs = {bc_epochs}
-lr = 2e-3
+lr = 3e-3
 batch_size = 32
 
 [data]
@@ -165,13 +165,13 @@ max_grow_steps = {grows}
 
 
 def prepare(out: Path, small: bool = False) -> Path:
-    n_train, n_val, n_test = (500, 100, 100) if small else (1500, 200, 200)
+    n_train, n_val, n_test = (600, 100, 100) if small else (1500, 200, 200)
     splits = make_splits(seed=11, n_train=n_train, n_val=n_val, n_test=n_test)
     for split, exs in splits.items():
         write_examples(out / f"{split}.jsonl", exs)
     if not (out / "reward_head" / "head.json").exists():
         train_reward_head(splits["train"], out / "reward_head", n=1500 if small else 3000)
-    params = dict(bc_epochs=3 if small else 4, k=4 if small else 8, improves=2 if small else 3,
+    params = dict(bc_epochs=10 if small else 4, k=4 if small else 8, improves=2 if small else 3,
                   grows=1 if small else 2, max_eval=100 if small else 200)
     path = out / "campaign.toml"
     path.write_text(TOML.format(**params))
