@@ -2,7 +2,8 @@
 
 Keys (a script in the app's own document, installed once per browser tab; it only acts while a task is on the
 screen and no text field has the focus): 0..6 score the highlighted candidate and move the highlight to the
-other one, Left / Right / Tab move the highlight, Enter submits once both are scored. The script clicks the
+other one, Left / Right move the highlight (Tab too while no control has the focus, so Tab still walks the page's
+controls for keyboard navigation), Enter submits once both are scored. The script clicks the
 page's own widgets, so a rating made from the keyboard is the same rating a click makes. It carries nothing
 about the task: no text, reward, policy name or model id.
 """
@@ -57,7 +58,7 @@ body[data-rg-side="right"] [class*="st-key-rate_side_right"] {
       if (!b) return;
       if (!chosen(b)) b.click();  // clicking the chosen score again would clear it
       setSide(s === "left" ? "right" : "left");
-    } else if (e.key === "ArrowLeft" || e.key === "ArrowRight" || e.key === "Tab") {
+    } else if (e.key === "ArrowLeft" || e.key === "ArrowRight" || (e.key === "Tab" && e.target === doc.body)) {
       setSide(e.key === "ArrowLeft" ? "left" : e.key === "ArrowRight" ? "right" : s === "left" ? "right" : "left");
     } else if (e.key === "Enter") {
       submit(30);
