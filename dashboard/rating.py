@@ -61,6 +61,8 @@ body[data-rg-side="right"] [class*="st-key-rate_side_right"] {
     } else if (e.key === "ArrowLeft" || e.key === "ArrowRight" || (e.key === "Tab" && e.target === doc.body)) {
       setSide(e.key === "ArrowLeft" ? "left" : e.key === "ArrowRight" ? "right" : s === "left" ? "right" : "left");
     } else if (e.key === "Enter") {
+      // Enter on another focused control (Skip, a link) keeps its own meaning; on a score it submits.
+      if (e.target !== doc.body && !e.target.closest('[class*="st-key-rate_side_"]')) return;
       submit(30);
       doc.body.dataset.rgSide = "left";
     } else {
