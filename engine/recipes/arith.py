@@ -94,11 +94,11 @@ max_grow_steps = {grows}
 
 
 def prepare(out: Path, small: bool = False) -> Path:
-    sizes = dict(bootstrap=500, train=1000, validation=200, test=200) if small else \
+    sizes = dict(bootstrap=500, train=2000, validation=200, test=200) if small else \
         dict(bootstrap=500, train=3000, validation=300, test=500)
     for split, exs in make_splits(seed=7, sizes=sizes).items():
         write_examples(out / f"{split}.jsonl", exs)
-    params = dict(bc_epochs=15, k=4 if small else 8, epochs=4, grows=1 if small else 2)
+    params = dict(bc_epochs=15, k=8, epochs=4, grows=1 if small else 2)
     path = out / "campaign.toml"
     path.write_text(TOML.format(**params))
     return path
