@@ -23,8 +23,6 @@ from pathlib import Path
 from .campaign import CRITERIA_SECTIONS, TERMINAL, Controller, new_campaign, update_criteria
 from .config import CampaignConfig, config_from_dict
 from .store import Store
-from .store.users import UsersMixin
-from .store.views import ViewsMixin
 
 RECIPE_BUDGETS = ("small", "full", "tiny")
 # "tiny": a smoke test of the whole loop (about a minute on 2 CPU cores), not a result: a one-layer policy,
@@ -40,14 +38,8 @@ TINY_OVERRIDES = {
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def store_class() -> type:
-    """engine.store.Store with the dashboard's mixins (a no-op once Store includes them itself)."""
-    extra = tuple(m for m in (ViewsMixin, UsersMixin) if not issubclass(Store, m))
-    return type("DashboardStore", (*extra, Store), {}) if extra else Store
-
-
-def open_store(path: str | Path):
-    return store_class()(path)
+def open_store(path: str | Path) -> Store:
+    return Store(path)
 
 
 def _merge(base: dict, over: dict) -> dict:

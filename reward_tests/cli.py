@@ -82,12 +82,9 @@ def _reward(cfg):
 
 def _store(db: str):
     from engine.store import Store
-    from engine.store.reward_tests import RewardTestsMixin
 
-    # Until the mixin is part of engine.store.Store, compose it here; afterwards Store is used as is.
-    cls = Store if issubclass(Store, RewardTestsMixin) else type("Store", (RewardTestsMixin, Store), {})
     try:
-        return cls(db)
+        return Store(db)
     except RuntimeError as e:
         raise _InputError(str(e)) from e
 
