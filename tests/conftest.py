@@ -100,6 +100,17 @@ def write_tiny_campaign(
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one intra-op thread, and the 2 cores may be shared with other processes."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny_arith(tmp_path: Path) -> Path:
     """ReST-EM (binary rule, restart from base), 2 Grow steps, 1 Improve each."""

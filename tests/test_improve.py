@@ -16,13 +16,7 @@ PAIRS = [("7 + 5", "12"), ("3 + 4", "7"), ("9 + 9", "18"), ("2 + 6", "8")]
 TEMPLATE = "{source} = "
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one intra-op thread, and the 2 cores may be shared with other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _policy(seed: int = 0) -> Policy:
