@@ -56,5 +56,7 @@ def median_time(fn, repeats: int) -> tuple[float, list]:
 
 def env_line() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"python {platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-            f"cpus {os.cpu_count()}, device {pick_device()}, load avg (1/5/15 min) {load}")
+    return (
+        f"python {platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"cpus {os.cpu_count()}, device {pick_device()}, load avg (1/5/15 min) {load}"
+    )

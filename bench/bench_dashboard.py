@@ -30,8 +30,10 @@ NS = [1, 2, 4, 8, 16, 32, 64, 100]
 
 def env_line() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"python {platform.python_version()}, duckdb {duckdb.__version__}, streamlit {streamlit.__version__}, "
-            f"cpus {os.cpu_count()}, load avg (1/5/15 min) {load}")
+    return (
+        f"python {platform.python_version()}, duckdb {duckdb.__version__}, streamlit {streamlit.__version__}, "
+        f"cpus {os.cpu_count()}, load avg (1/5/15 min) {load}"
+    )
 
 
 def prepare(rows: int, out: Path) -> Path:
@@ -61,7 +63,9 @@ def timed(fn, repeats: int) -> tuple[float, float, object]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=16_000_000, help="which bench_store.py output to use (default 16M)")
+    p.add_argument(
+        "--rows", type=int, default=16_000_000, help="which bench_store.py output to use (default 16M)"
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed repeats after the first call (default 3)")
     p.add_argument("--out", default=str(ROOT / "bench" / "out"), help="work folder (default bench/out)")
     a = p.parse_args(argv)
@@ -71,23 +75,51 @@ def main(argv: list[str] | None = None) -> int:
 
     store = auth._service(str(db)).store
     if store.campaign(CID) is None:  # bench_store.py writes samples only; the pages need the campaign row
-        cfg = config_to_dict(CampaignConfig(name="bench", data=DataConfig(train="train.jsonl", validation="val.jsonl")))
+        cfg = config_to_dict(
+            CampaignConfig(name="bench", data=DataConfig(train="train.jsonl", validation="val.jsonl"))
+        )
         store.create_campaign(CID, "bench", "rest", cfg, str(db.parent), actor="bench")
-    (n,) = store.cursor().execute("SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = ?", [CID, GROW]).fetchone()
+    (n,) = (
+        store.cursor()
+        .execute("SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = ?", [CID, GROW])
+        .fetchone()
+    )
     print(f"store {db}: {n:,} samples in grow {GROW}", file=sys.stderr)
 
     cases = [
         ("reward_grows", lambda: store.reward_grows(CID), lambda r: f"{r}"),
-        ("reward_histogram (50 bins, all steps, with ECDF)", lambda: store.reward_histogram(CID, 50), lambda r: f"{len(r)} bins"),
-        ("kept_shares (6 thresholds)", lambda: store.kept_shares(CID, GROW, TAUS),
-         lambda r: ", ".join(f"{k['tau']}: {k['share']:.1%}" for k in r)),
-        ("source_percentiles (50 bands, 2 taus)", lambda: store.source_percentiles(CID, GROW, 50, [0.8, 0.9]),
-         lambda r: f"{r['n_sources']:,} of {r['n_sources_total']:,} sources"),
-        ("reward_vs_length (20 x 24 bins)", lambda: store.reward_vs_length(CID, GROW), lambda r: f"{len(r['cells'])} cells"),
-        ("grow_best_of_n (N = 1..100)", lambda: store.grow_best_of_n(CID, GROW, NS),
-         lambda r: f"N=1 {r[0]['best_of_n']:.4f}, N=100 {r[-1]['best_of_n']:.4f}, {r[0]['sources']:,} sources"),
-        ("samples_between (reward 0.9..1.0, top 20, with sources)", lambda: store.samples_between(CID, GROW, 0.9, 1.0),
-         lambda r: f"{len(r)} rows"),
+        (
+            "reward_histogram (50 bins, all steps, with ECDF)",
+            lambda: store.reward_histogram(CID, 50),
+            lambda r: f"{len(r)} bins",
+        ),
+        (
+            "kept_shares (6 thresholds)",
+            lambda: store.kept_shares(CID, GROW, TAUS),
+            lambda r: ", ".join(f"{k['tau']}: {k['share']:.1%}" for k in r),
+        ),
+        (
+            "source_percentiles (50 bands, 2 taus)",
+            lambda: store.source_percentiles(CID, GROW, 50, [0.8, 0.9]),
+            lambda r: f"{r['n_sources']:,} of {r['n_sources_total']:,} sources",
+        ),
+        (
+            "reward_vs_length (20 x 24 bins)",
+            lambda: store.reward_vs_length(CID, GROW),
+            lambda r: f"{len(r['cells'])} cells",
+        ),
+        (
+            "grow_best_of_n (N = 1..100)",
+            lambda: store.grow_best_of_n(CID, GROW, NS),
+            lambda r: (
+                f"N=1 {r[0]['best_of_n']:.4f}, N=100 {r[-1]['best_of_n']:.4f}, {r[0]['sources']:,} sources"
+            ),
+        ),
+        (
+            "samples_between (reward 0.9..1.0, top 20, with sources)",
+            lambda: store.samples_between(CID, GROW, 0.9, 1.0),
+            lambda r: f"{len(r)} rows",
+        ),
         ("campaign_list", lambda: store.campaign_list(), lambda r: f"{len(r)} campaigns"),
     ]
     results = []
@@ -112,9 +144,22 @@ def main(argv: list[str] | None = None) -> int:
 
     first, warm, charts = timed(render, a.repeats)  # the first render also imports plotly and warms DuckDB
     _, cold, _ = timed(cold_render, a.repeats)
-    results.append(("Reward distributions page, first render of the process", first, first,
-                    f"{charts} Plotly charts (histogram, ECDF, the open tab)"))
-    results.append(("Reward distributions page, render with empty st.cache_data", cold, cold, "every query of the view runs"))
+    results.append(
+        (
+            "Reward distributions page, first render of the process",
+            first,
+            first,
+            f"{charts} Plotly charts (histogram, ECDF, the open tab)",
+        )
+    )
+    results.append(
+        (
+            "Reward distributions page, render with empty st.cache_data",
+            cold,
+            cold,
+            "every query of the view runs",
+        )
+    )
     results.append(("Reward distributions page, render with cached queries", warm, warm, "a widget click"))
 
     def open_tab(tab: str):
@@ -126,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             at.session_state["dist_tabs"] = tab
             at.run()
             assert not at.exception, at.exception
+
         return run
 
     for tab in ("Reward vs length", "Best-of-N"):

@@ -25,8 +25,17 @@ def new_token_count(new: torch.Tensor, eos: int) -> int:
 
 def gen_kwargs(policy, args) -> dict:
     tok = policy.tokenizer
-    return dict(do_sample=True, temperature=args.temperature, top_p=1.0, top_k=0, max_new_tokens=args.max_new_tokens,
-                num_return_sequences=args.k, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, use_cache=True)
+    return dict(
+        do_sample=True,
+        temperature=args.temperature,
+        top_p=1.0,
+        top_k=0,
+        max_new_tokens=args.max_new_tokens,
+        num_return_sequences=args.k,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        use_cache=True,
+    )
 
 
 @torch.no_grad()
@@ -36,7 +45,7 @@ def per_source_loop(policy, prompts, args) -> tuple[int, int]:
     for p in prompts:
         ids = torch.tensor([p], device=policy.device)
         seq = policy.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
-        new = seq[:, ids.shape[1]:]
+        new = seq[:, ids.shape[1] :]
         tok.batch_decode(new, skip_special_tokens=True)
         n, toks = n + new.shape[0], toks + new_token_count(new, tok.eos_token_id)
     return n, toks
@@ -57,8 +66,16 @@ def one_big_call(policy, prompts, args) -> tuple[int, int]:
 
 def engine_sample(policy, sources, args, batch_size: int) -> tuple[int, int]:
     """(c) engine.grow.sample: length-sorted batches of batch_size // K sources, raw-logit logprobs, decoding."""
-    cands = sample(policy, sources, args.k, temperature=args.temperature, top_p=1.0,
-                   max_new_tokens=args.max_new_tokens, batch_size=batch_size, seed=0)
+    cands = sample(
+        policy,
+        sources,
+        args.k,
+        temperature=args.temperature,
+        top_p=1.0,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=batch_size,
+        seed=0,
+    )
     return len(cands), sum(c.n_tokens for c in cands)
 
 
@@ -68,12 +85,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=8, help="samples per source")
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024], help="engine.grow.sample batch_size values")
-    ap.add_argument("--train-steps", type=int, default=100, help="BC steps before sampling (0: untrained policy)")
+    ap.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[256, 1024], help="engine.grow.sample batch_size values"
+    )
+    ap.add_argument(
+        "--train-steps", type=int, default=100, help="BC steps before sampling (0: untrained policy)"
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed repeats per variant; the median is reported")
-    ap.add_argument("--cache", type=Path, default=Path(__file__).parent / "out" / "arith-policy",
-                    help="trained policy cached at CACHE-<train steps>; delete it to retrain")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="timed repeats per variant; the median is reported"
+    )
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(__file__).parent / "out" / "arith-policy",
+        help="trained policy cached at CACHE-<train steps>; delete it to retrain",
+    )
     ap.add_argument("--no-cache", action="store_true", help="always train a fresh policy")
     ap.add_argument("--skip-loop", action="store_true", help="skip the slow per-source loop (a)")
     args = ap.parse_args(argv)
@@ -84,16 +111,31 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     cache = None if args.no_cache else args.cache.with_name(f"{args.cache.name}-{args.train_steps}")
     policy, splits = arith_policy(n_train=max(2000, args.sources), train_steps=args.train_steps, cache=cache)
-    print(f"policy ready in {time.perf_counter() - t0:.1f}s ({args.train_steps} BC steps, cache {cache})", file=sys.stderr)
+    print(
+        f"policy ready in {time.perf_counter() - t0:.1f}s ({args.train_steps} BC steps, cache {cache})",
+        file=sys.stderr,
+    )
     sources = [e.source for e in splits["train"][: args.sources]]
     prompts = [policy.prompt_ids(s) for s in sources]
-    assert max(map(len, prompts)) <= policy.max_length - args.max_new_tokens, "prompts would be truncated by Grow"
+    assert max(map(len, prompts)) <= policy.max_length - args.max_new_tokens, (
+        "prompts would be truncated by Grow"
+    )
 
-    variants = [] if args.skip_loop else [("(a) per-source generate loop", len(sources), lambda: per_source_loop(policy, prompts, args))]
+    variants = (
+        []
+        if args.skip_loop
+        else [("(a) per-source generate loop", len(sources), lambda: per_source_loop(policy, prompts, args))]
+    )
     variants.append(("(b) one padded generate, unsorted", 1, lambda: one_big_call(policy, prompts, args)))
     for bs in args.batch_sizes:
         calls = -(-len(sources) // max(1, bs // args.k))
-        variants.append((f"(c) engine.grow.sample batch_size={bs}", calls, lambda bs=bs: engine_sample(policy, sources, args, bs)))
+        variants.append(
+            (
+                f"(c) engine.grow.sample batch_size={bs}",
+                calls,
+                lambda bs=bs: engine_sample(policy, sources, args, bs),
+            )
+        )
 
     # Warm-up: the first generate call in a process pays one-off costs.
     one_big_call(policy, prompts[:8], args)
@@ -114,15 +156,21 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name, calls, os_[0][0], med, os_[0][0] / med, mean_len, ts))
 
     base = rows[0][4]
-    print(f"\nGrow: {len(sources)} sources x K={args.k}, max_new_tokens={args.max_new_tokens}, "
-          f"temperature={args.temperature}, policy trained {args.train_steps} BC steps, median of {args.repeats} interleaved repeats\n")
-    print("| variant | generate calls | samples | median s | samples/s (median) | vs first row | samples/s (fastest run) "
-          "| mean new tokens/sample | all runs s |")
+    print(
+        f"\nGrow: {len(sources)} sources x K={args.k}, max_new_tokens={args.max_new_tokens}, "
+        f"temperature={args.temperature}, policy trained {args.train_steps} BC steps, median of {args.repeats} interleaved repeats\n"
+    )
+    print(
+        "| variant | generate calls | samples | median s | samples/s (median) | vs first row | samples/s (fastest run) "
+        "| mean new tokens/sample | all runs s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, calls, n, med, rate, mean_len, ts in rows:
         runs = ", ".join(f"{t:.1f}" for t in ts)
-        print(f"| {name} | {calls} | {n} | {med:.2f} | {rate:.0f} | {rate / base:.2f}x | {n / min(ts):.0f} "
-              f"| {mean_len:.1f} | {runs} |")
+        print(
+            f"| {name} | {calls} | {n} | {med:.2f} | {rate:.0f} | {rate / base:.2f}x | {n / min(ts):.0f} "
+            f"| {mean_len:.1f} | {runs} |"
+        )
     print(f"\nat start: {start_env}\nat end:   {env_line()}")
     return 0
 

@@ -18,7 +18,9 @@ from _common import arith_policy, env_line
 from engine.improve import TrainExample, _collate, _encode, fine_tune
 
 
-def bare_loop(policy, examples: list[TrainExample], lr: float, batch_size: int, steps: int, seed: int) -> tuple[int, float, float]:
+def bare_loop(
+    policy, examples: list[TrainExample], lr: float, batch_size: int, steps: int, seed: int
+) -> tuple[int, float, float]:
     """Plain loop: HF's built-in LM loss, AdamW, no clipping, no schedule, no callbacks.
 
     Batches are drawn exactly as fine_tune draws them (random.Random(seed) shuffle, same collation).
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--examples", type=int, default=2000, help="arith training pairs (source, reference)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed repeats of each loop, interleaved; median reported")
+    ap.add_argument(
+        "--repeats", type=int, default=5, help="timed repeats of each loop, interleaved; median reported"
+    )
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -69,8 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     def run_engine() -> tuple[int, float, float]:
         policy.model.load_state_dict(init)
         t0 = time.perf_counter()
-        res = fine_tune(policy, examples, lr=args.lr, epochs=float(args.steps), batch_size=args.batch_size, seed=0,
-                        max_steps=args.steps)
+        res = fine_tune(
+            policy,
+            examples,
+            lr=args.lr,
+            epochs=float(args.steps),
+            batch_size=args.batch_size,
+            seed=0,
+            max_steps=args.steps,
+        )
         wall = time.perf_counter() - t0
         assert res.steps == args.steps, res.steps
         print(f"  fine_tune: {res.tokens} tokens, loop {res.seconds:.2f}s, call {wall:.2f}s", file=sys.stderr)
@@ -88,10 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         results["engine.improve.fine_tune"].append(run_engine())
         results["bare PyTorch loop"].append(run_bare())
 
-    print(f"\nImprove: {args.steps} steps x batch {args.batch_size}, AdamW lr={args.lr}, arith pairs, "
-          f"scratch GPT-2 (2 layers, d=128), median of {args.repeats}\n")
-    print("| loop | target tokens | median s | target tokens/s (median) | steps/s (median) | fastest s "
-          "| target tokens/s (fastest) | first-step loss | all runs s |")
+    print(
+        f"\nImprove: {args.steps} steps x batch {args.batch_size}, AdamW lr={args.lr}, arith pairs, "
+        f"scratch GPT-2 (2 layers, d=128), median of {args.repeats}\n"
+    )
+    print(
+        "| loop | target tokens | median s | target tokens/s (median) | steps/s (median) | fastest s "
+        "| target tokens/s (fastest) | first-step loss | all runs s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     rates, best = {}, {}
     for name, outs in results.items():
@@ -101,10 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         fast = min(o[1] for o in outs)
         rates[name], best[name] = toks / med, toks / fast
         runs = ", ".join(f"{o[1]:.2f}" for o in outs)
-        print(f"| {name} | {toks} | {med:.2f} | {toks / med:.0f} | {args.steps / med:.1f} | {fast:.2f} | {toks / fast:.0f} "
-              f"| {first:.4f} | {runs} |")
+        print(
+            f"| {name} | {toks} | {med:.2f} | {toks / med:.0f} | {args.steps / med:.1f} | {fast:.2f} | {toks / fast:.0f} "
+            f"| {first:.4f} | {runs} |"
+        )
     e, b = "engine.improve.fine_tune", "bare PyTorch loop"
-    print(f"\nfine_tune / bare loop throughput ratio: {rates[e] / rates[b]:.2f} (medians), {best[e] / best[b]:.2f} (fastest runs)")
+    print(
+        f"\nfine_tune / bare loop throughput ratio: {rates[e] / rates[b]:.2f} (medians), {best[e] / best[b]:.2f} (fastest runs)"
+    )
     print(f"\nat start: {start_env}\nat end:   {env_line()}")
     return 0
 

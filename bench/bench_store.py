@@ -54,17 +54,20 @@ def const(value: str, n: int) -> pa.Array:
 def make_shard(rng, vocab, first: int, n_sources: int, k: int) -> pa.Table:
     n = n_sources * k
     src = np.repeat(np.arange(first, first + n_sources), k)
-    return pa.table({
-        "grow": np.full(n, GROW, dtype=np.int32),
-        "source_id": pc.cast(pa.array(src), pa.string()),
-        "sample_idx": np.tile(np.arange(k, dtype=np.int32), n_sources),
-        "text": sentences(rng, vocab, n, 7),  # ~40 characters
-        "n_tokens": rng.integers(6, 30, n).astype(np.int32),
-        "sum_logprob": -rng.gamma(4.0, 5.0, n),
-        "policy": const(f"g{GROW - 1}-final", n),
-        "reward": rng.beta(5.0, 2.0, n),  # mean 0.71, like the paper's BC reward
-        "reward_version": const("bench-reward-v1", n),
-    }, schema=SAMPLE_SCHEMA)
+    return pa.table(
+        {
+            "grow": np.full(n, GROW, dtype=np.int32),
+            "source_id": pc.cast(pa.array(src), pa.string()),
+            "sample_idx": np.tile(np.arange(k, dtype=np.int32), n_sources),
+            "text": sentences(rng, vocab, n, 7),  # ~40 characters
+            "n_tokens": rng.integers(6, 30, n).astype(np.int32),
+            "sum_logprob": -rng.gamma(4.0, 5.0, n),
+            "policy": const(f"g{GROW - 1}-final", n),
+            "reward": rng.beta(5.0, 2.0, n),  # mean 0.71, like the paper's BC reward
+            "reward_version": const("bench-reward-v1", n),
+        },
+        schema=SAMPLE_SCHEMA,
+    )
 
 
 def generate(shard_dir: Path, n_sources: int, k: int, sources_per_shard: int, seed: int) -> None:
@@ -76,8 +79,13 @@ def generate(shard_dir: Path, n_sources: int, k: int, sources_per_shard: int, se
         tbl = make_shard(rng, vocab, first, min(sources_per_shard, n_sources - first), k)
         pq.write_table(tbl, shard_dir / f"samples-{j:05d}.parquet")
     n = np.arange(n_sources)
-    prompts = pa.table({"source_id": pc.cast(pa.array(n), pa.string()), "source": sentences(rng, vocab, n_sources, 8),
-                        "reference": sentences(rng, vocab, n_sources, 7)})
+    prompts = pa.table(
+        {
+            "source_id": pc.cast(pa.array(n), pa.string()),
+            "source": sentences(rng, vocab, n_sources, 8),
+            "reference": sentences(rng, vocab, n_sources, 7),
+        }
+    )
     pq.write_table(prompts, shard_dir / "prompts.parquet")
 
 
@@ -100,12 +108,21 @@ def size_mib(*paths: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=16_000_000, help="samples in the Grow step (sources = rows / K)")
+    ap.add_argument(
+        "--rows", type=int, default=16_000_000, help="samples in the Grow step (sources = rows / K)"
+    )
     ap.add_argument("--k", type=int, default=100, help="samples per source")
     ap.add_argument("--shard-rows", type=int, default=1_000_000, help="rows per Parquet shard")
-    ap.add_argument("--workdir", type=Path, default=Path(__file__).parent / "out", help="shards, DuckDB file, filter output")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(__file__).parent / "out",
+        help="shards, DuckDB file, filter output",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of each query (median reported)")
-    ap.add_argument("--reuse-shards", action="store_true", help="keep shards from an earlier run with the same sizes")
+    ap.add_argument(
+        "--reuse-shards", action="store_true", help="keep shards from an earlier run with the same sizes"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -122,15 +139,24 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(shard_dir, ignore_errors=True)
         t0 = time.perf_counter()
-        p = mp.get_context("spawn").Process(target=generate, args=(shard_dir, n_sources, args.k, per_shard, args.seed))
+        p = mp.get_context("spawn").Process(
+            target=generate, args=(shard_dir, n_sources, args.k, per_shard, args.seed)
+        )
         p.start()
         p.join()
         if p.exitcode != 0:
             raise SystemExit(f"shard generation failed (exit {p.exitcode})")
         marker.write_text(json.dumps(manifest))
         child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        results.append(("generate shards (pyarrow/numpy, child process)", rows, time.perf_counter() - t0, None,
-                        f"child peak RSS {child_rss:.0f} MiB (not counted in the next rows)"))
+        results.append(
+            (
+                "generate shards (pyarrow/numpy, child process)",
+                rows,
+                time.perf_counter() - t0,
+                None,
+                f"child peak RSS {child_rss:.0f} MiB (not counted in the next rows)",
+            )
+        )
     shards = sorted(shard_dir.glob("samples-*.parquet"))
     print(f"{len(shards)} shards, {size_mib(*shards):.0f} MiB of Parquet", file=sys.stderr)
 
@@ -138,12 +164,18 @@ def main(argv: list[str] | None = None) -> int:
         f.unlink(missing_ok=True)
     store = Store(db)
     cur = store.cursor()
-    threads, mem = cur.execute("SELECT current_setting('threads'), current_setting('memory_limit')").fetchone()
+    threads, mem = cur.execute(
+        "SELECT current_setting('threads'), current_setting('memory_limit')"
+    ).fetchone()
     rss0 = peak_rss_mib()
 
     t0 = time.perf_counter()
-    store.add_prompts(CID, "train", [tuple(r.values()) for r in pq.read_table(shard_dir / "prompts.parquet").to_pylist()])
-    results.append(("Store.add_prompts (train split)", n_sources, time.perf_counter() - t0, peak_rss_mib(), ""))
+    store.add_prompts(
+        CID, "train", [tuple(r.values()) for r in pq.read_table(shard_dir / "prompts.parquet").to_pylist()]
+    )
+    results.append(
+        ("Store.add_prompts (train split)", n_sources, time.perf_counter() - t0, peak_rss_mib(), "")
+    )
 
     t0 = time.perf_counter()
     per = []
@@ -153,12 +185,26 @@ def main(argv: list[str] | None = None) -> int:
         assert n == pq.ParquetFile(path).metadata.num_rows
         per.append(time.perf_counter() - t1)
     ingest_s = time.perf_counter() - t0
-    results.append(("Store.ingest_shard, all shards", rows, ingest_s, peak_rss_mib(),
-                    f"{len(shards)} shards, per shard median {statistics.median(per):.2f}s, max {max(per):.2f}s"))
+    results.append(
+        (
+            "Store.ingest_shard, all shards",
+            rows,
+            ingest_s,
+            peak_rss_mib(),
+            f"{len(shards)} shards, per shard median {statistics.median(per):.2f}s, max {max(per):.2f}s",
+        )
+    )
     t0 = time.perf_counter()
     cur.execute("CHECKPOINT")
-    results.append(("CHECKPOINT (WAL into the file)", rows, time.perf_counter() - t0, peak_rss_mib(),
-                    f"DB file {size_mib(db, db.with_name(db.name + '.wal')):.0f} MiB"))
+    results.append(
+        (
+            "CHECKPOINT (WAL into the file)",
+            rows,
+            time.perf_counter() - t0,
+            peak_rss_mib(),
+            f"DB file {size_mib(db, db.with_name(db.name + '.wal')):.0f} MiB",
+        )
+    )
     assert store.ingest_shard(CID, "samples", f"{CID}-g{GROW}-00000", shards[0]) == 0  # idempotent
 
     params = {"bins": 50, "cid": CID, "grow": GROW}
@@ -169,25 +215,42 @@ def main(argv: list[str] | None = None) -> int:
     results.append(("Store.grow_stats", rows, med, peak_rss_mib(), f"mean reward {stats['mean']:.3f}"))
     for improve, (rule, param) in enumerate((("percentile", 90.0), ("thresholds", 0.9)), start=1):
         out = work / f"kept-{rule}.parquet"
-        med, ts, st = timed(lambda rule=rule, param=param, improve=improve, out=out:
-                            store.apply_filter(CID, GROW, improve, rule, param, out), args.repeats)
-        results.append((f"Store.apply_filter {rule} {param:g}", rows, med, peak_rss_mib(),
-                        f"kept {st['kept']:,} ({st['kept'] / rows:.1%}), {st['kept_sources']:,} sources, "
-                        f"output {size_mib(out):.0f} MiB"))
+        med, ts, st = timed(
+            lambda rule=rule, param=param, improve=improve, out=out: store.apply_filter(
+                CID, GROW, improve, rule, param, out
+            ),
+            args.repeats,
+        )
+        results.append(
+            (
+                f"Store.apply_filter {rule} {param:g}",
+                rows,
+                med,
+                peak_rss_mib(),
+                f"kept {st['kept']:,} ({st['kept'] / rows:.1%}), {st['kept_sources']:,} sources, "
+                f"output {size_mib(out):.0f} MiB",
+            )
+        )
     store.close()
     db_mib = size_mib(db, db.with_name(db.name + ".wal"))
 
-    print(f"\nStore: {rows:,} samples = {n_sources:,} sources x K={args.k}, {len(shards)} Parquet shards; "
-          f"DuckDB threads={threads}, memory_limit={mem}; query times are the median of {args.repeats}\n")
+    print(
+        f"\nStore: {rows:,} samples = {n_sources:,} sources x K={args.k}, {len(shards)} Parquet shards; "
+        f"DuckDB threads={threads}, memory_limit={mem}; query times are the median of {args.repeats}\n"
+    )
     print("| operation | rows | seconds | rows/s | peak RSS MiB (cumulative) | notes |")
     print("|---|---:|---:|---:|---:|---|")
     for name, n, s, rss, note in results:
         rss_s = f"{rss:.0f}" if rss is not None else "n/a"
         rate = "" if name.startswith("CHECKPOINT") else f"{n / s:,.0f}"
         print(f"| {name} | {n:,} | {s:.2f} | {rate} | {rss_s} | {note} |")
-    print(f"\nDuckDB file after all steps: {db_mib:.0f} MiB ({db_mib * 2**20 / rows:.0f} bytes/sample); "
-          f"peak RSS before opening the store {rss0:.0f} MiB, at the end {peak_rss_mib():.0f} MiB")
-    print(f"load avg (1/5/15 min) at start: {load0}; at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"\nDuckDB file after all steps: {db_mib:.0f} MiB ({db_mib * 2**20 / rows:.0f} bytes/sample); "
+        f"peak RSS before opening the store {rss0:.0f} MiB, at the end {peak_rss_mib():.0f} MiB"
+    )
+    print(
+        f"load avg (1/5/15 min) at start: {load0}; at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     return 0
 
 

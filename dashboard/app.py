@@ -22,8 +22,10 @@ st.set_page_config(page_title="restgov", layout="wide")
 
 user = auth.current_user()
 if user is None:
-    pg = st.navigation([st.Page("app_pages/login.py", title="Sign in", icon=":material/login:", url_path="login")],
-                       position="hidden")
+    pg = st.navigation(
+        [st.Page("app_pages/login.py", title="Sign in", icon=":material/login:", url_path="login")],
+        position="hidden",
+    )
 else:
     keys = auth.pages_for(user["role"])
     sections: dict[str, list] = {}
@@ -33,10 +35,14 @@ else:
             sections.setdefault(p["section"], []).append(page)
         else:  # the URL answers with a refusal; the page's own file is never run for this role
             sections.setdefault("", []).append(
-                st.Page(auth.refusal(key), title=p["title"], url_path=key, visibility="hidden"))
+                st.Page(auth.refusal(key), title=p["title"], url_path=key, visibility="hidden")
+            )
     pg = st.navigation(sections)
     with st.sidebar:
-        st.caption(f"Signed in as **{user['name']}** ({user['role']})" + (" · local mode" if user.get("local") else ""))
+        st.caption(
+            f"Signed in as **{user['name']}** ({user['role']})"
+            + (" · local mode" if user.get("local") else "")
+        )
         st.caption(f"Store: `{auth.settings().db}`")
         if not user.get("local"):
             st.button("Sign out", key="sign_out", on_click=auth.sign_out, icon=":material/logout:")

@@ -19,21 +19,62 @@ from engine.controller_service import ControllerService
 ROLES = ("operator", "annotator", "auditor")
 # key (= URL path): title, navigation section, page file (relative to app.py), icon, roles allowed.
 PAGES: dict[str, dict] = {
-    "campaigns": dict(title="Campaigns", section="Run", file="app_pages/campaigns.py", icon=":material/rocket_launch:",
-                      roles=("operator",)),
-    "stopping": dict(title="Stopping criteria", section="Run", file="app_pages/stopping.py", icon=":material/flag:",
-                     roles=("operator",)),
-    "rate": dict(title="Rate", section="Review", file="app_pages/rate.py", icon=":material/thumbs_up_down:",
-                 roles=("annotator", "operator")),
-    "distributions": dict(title="Reward distributions", section="Audit", file="app_pages/distributions.py",
-                          icon=":material/bar_chart:", roles=("operator", "auditor")),
-    "reward-tests": dict(title="Reward tests", section="Audit", file="app_pages/reward_tests.py", icon=":material/rule:",
-                         roles=("operator", "auditor")),
-    "agreement": dict(title="Agreement", section="Audit", file="app_pages/agreement.py", icon=":material/handshake:",
-                      roles=("operator", "auditor")),
-    "drift": dict(title="Drift audit", section="Audit", file="app_pages/drift.py", icon=":material/monitoring:",
-                  roles=("operator", "auditor")),
-    "users": dict(title="Users", section="Admin", file="app_pages/users.py", icon=":material/group:", roles=("operator",)),
+    "campaigns": dict(
+        title="Campaigns",
+        section="Run",
+        file="app_pages/campaigns.py",
+        icon=":material/rocket_launch:",
+        roles=("operator",),
+    ),
+    "stopping": dict(
+        title="Stopping criteria",
+        section="Run",
+        file="app_pages/stopping.py",
+        icon=":material/flag:",
+        roles=("operator",),
+    ),
+    "rate": dict(
+        title="Rate",
+        section="Review",
+        file="app_pages/rate.py",
+        icon=":material/thumbs_up_down:",
+        roles=("annotator", "operator"),
+    ),
+    "distributions": dict(
+        title="Reward distributions",
+        section="Audit",
+        file="app_pages/distributions.py",
+        icon=":material/bar_chart:",
+        roles=("operator", "auditor"),
+    ),
+    "reward-tests": dict(
+        title="Reward tests",
+        section="Audit",
+        file="app_pages/reward_tests.py",
+        icon=":material/rule:",
+        roles=("operator", "auditor"),
+    ),
+    "agreement": dict(
+        title="Agreement",
+        section="Audit",
+        file="app_pages/agreement.py",
+        icon=":material/handshake:",
+        roles=("operator", "auditor"),
+    ),
+    "drift": dict(
+        title="Drift audit",
+        section="Audit",
+        file="app_pages/drift.py",
+        icon=":material/monitoring:",
+        roles=("operator", "auditor"),
+    ),
+    "users": dict(
+        title="Users",
+        section="Admin",
+        file="app_pages/users.py",
+        icon=":material/group:",
+        roles=("operator",),
+    ),
 }
 COOKIE = "restgov_session"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -98,7 +139,9 @@ def require_page(key: str) -> dict:
     page = PAGES[key]
     if user is None or user["role"] not in page["roles"]:
         who = f"{user['name']} ({user['role']})" if user else "nobody (not signed in)"
-        st.error(f"Access refused: **{page['title']}** is for {' and '.join(page['roles'])} accounts; you are {who}.")
+        st.error(
+            f"Access refused: **{page['title']}** is for {' and '.join(page['roles'])} accounts; you are {who}."
+        )
         st.stop()
     return user
 
@@ -109,9 +152,14 @@ def refusal(key: str):
 
     def refused() -> None:
         user = current_user() or {"name": "?", "role": "?"}
-        service().store.add_event(None, "access", f"{user['name']} ({user['role']}) refused page {key}", actor=user["name"])
-        st.error(f"Access refused: **{page['title']}** is for {' and '.join(page['roles'])} accounts; "
-                 f"you are signed in as {user['name']} ({user['role']}).", icon=":material/block:")
+        service().store.add_event(
+            None, "access", f"{user['name']} ({user['role']}) refused page {key}", actor=user["name"]
+        )
+        st.error(
+            f"Access refused: **{page['title']}** is for {' and '.join(page['roles'])} accounts; "
+            f"you are signed in as {user['name']} ({user['role']}).",
+            icon=":material/block:",
+        )
         if user["role"] in ROLES:
             home = PAGES[pages_for(user["role"])[0]]
             st.page_link(home["file"], label=f"Go to {home['title']}", icon=home["icon"])
@@ -147,5 +195,8 @@ def write_cookie() -> None:
     if token is None:
         return
     age = 12 * 3600 if token else 0
-    st.html(f'<script>document.cookie = "{COOKIE}={token}; path=/; max-age={age}; SameSite=Strict";</script>',
-            unsafe_allow_javascript=True, width="content")
+    st.html(
+        f'<script>document.cookie = "{COOKIE}={token}; path=/; max-age={age}; SameSite=Strict";</script>',
+        unsafe_allow_javascript=True,
+        width="content",
+    )

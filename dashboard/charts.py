@@ -13,8 +13,13 @@ def _color(i: int) -> str:
 
 
 def _layout(fig: go.Figure, x: str, y: str, height: int = 360) -> go.Figure:
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=x, yaxis_title=y,
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=30, b=10),
+        xaxis_title=x,
+        yaxis_title=y,
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+    )
     return fig
 
 
@@ -34,11 +39,20 @@ def _thresholds(fig: go.Figure, thresholds: list[dict]) -> None:
     for t in thresholds:
         if t.get("tau_drawn") is not None:
             share = f"{t['share']:.1%}" if t.get("share") is not None else "?"
-            by_tau.setdefault(round(t["tau_drawn"], 6), []).append(f"g{t['grow']}-i{t['improve']} kept {share}")
+            by_tau.setdefault(round(t["tau_drawn"], 6), []).append(
+                f"g{t['grow']}-i{t['improve']} kept {share}"
+            )
     for j, (tau, labels) in enumerate(sorted(by_tau.items())):
-        fig.add_vline(x=tau, line_dash="dash", line_color="#444", opacity=0.7,
-                      annotation_text=f"τ={tau:g}: " + ", ".join(labels), annotation_font_size=11,
-                      annotation_position="top left" if tau > 0.5 else "top right", annotation_y=1 - 0.08 * j)
+        fig.add_vline(
+            x=tau,
+            line_dash="dash",
+            line_color="#444",
+            opacity=0.7,
+            annotation_text=f"τ={tau:g}: " + ", ".join(labels),
+            annotation_font_size=11,
+            annotation_position="top left" if tau > 0.5 else "top right",
+            annotation_y=1 - 0.08 * j,
+        )
 
 
 def histogram(rows: list[dict], thresholds: list[dict]) -> go.Figure:
@@ -46,9 +60,16 @@ def histogram(rows: list[dict], thresholds: list[dict]) -> go.Figure:
     fig = go.Figure()
     for i, g in enumerate(grows):
         pts = [r for r in rows if r["grow"] == g]
-        fig.add_bar(x=[(r["lo"] + r["hi"]) / 2 for r in pts], y=[r["share"] for r in pts], width=[r["hi"] - r["lo"] for r in pts],
-                    name=f"Grow {g}", marker_color=_color(i), opacity=0.55,
-                    customdata=[r["n"] for r in pts], hovertemplate="reward %{x:.3f}<br>share %{y:.2%}<br>n %{customdata:,}")
+        fig.add_bar(
+            x=[(r["lo"] + r["hi"]) / 2 for r in pts],
+            y=[r["share"] for r in pts],
+            width=[r["hi"] - r["lo"] for r in pts],
+            name=f"Grow {g}",
+            marker_color=_color(i),
+            opacity=0.55,
+            customdata=[r["n"] for r in pts],
+            hovertemplate="reward %{x:.3f}<br>share %{y:.2%}<br>n %{customdata:,}",
+        )
     fig.update_layout(barmode="overlay")
     _thresholds(fig, thresholds)
     fig.update_xaxes(range=[0, 1])
@@ -60,8 +81,14 @@ def ecdf(rows: list[dict], thresholds: list[dict]) -> go.Figure:
     fig = go.Figure()
     for i, g in enumerate(grows):
         pts = [r for r in rows if r["grow"] == g]
-        fig.add_scatter(x=[pts[0]["lo"]] + [r["hi"] for r in pts], y=[0.0] + [r["ecdf"] for r in pts], mode="lines",
-                        line_shape="hv", name=f"Grow {g}", line_color=_color(i))
+        fig.add_scatter(
+            x=[pts[0]["lo"]] + [r["hi"] for r in pts],
+            y=[0.0] + [r["ecdf"] for r in pts],
+            mode="lines",
+            line_shape="hv",
+            name=f"Grow {g}",
+            line_color=_color(i),
+        )
     _thresholds(fig, thresholds)
     fig.update_xaxes(range=[0, 1])
     fig.update_yaxes(range=[0, 1.02])
@@ -72,11 +99,27 @@ def source_bands(bands: list[dict]) -> go.Figure:
     n = len(bands) or 1
     x = [(b["band"] - 0.5) / n * 100 for b in bands]
     fig = go.Figure()
-    fig.add_scatter(x=x, y=[b["p90"] for b in bands], mode="lines", line_width=0, showlegend=False, hoverinfo="skip")
-    fig.add_scatter(x=x, y=[b["p10"] for b in bands], mode="lines", line_width=0, fill="tonexty",
-                    fillcolor="rgba(99,110,250,0.25)", name="p10 to p90 of a source's candidates")
+    fig.add_scatter(
+        x=x, y=[b["p90"] for b in bands], mode="lines", line_width=0, showlegend=False, hoverinfo="skip"
+    )
+    fig.add_scatter(
+        x=x,
+        y=[b["p10"] for b in bands],
+        mode="lines",
+        line_width=0,
+        fill="tonexty",
+        fillcolor="rgba(99,110,250,0.25)",
+        name="p10 to p90 of a source's candidates",
+    )
     fig.add_scatter(x=x, y=[b["p50"] for b in bands], mode="lines", name="median", line_color=_color(0))
-    fig.add_scatter(x=x, y=[b["max"] for b in bands], mode="lines", name="best candidate", line_color=_color(2), line_dash="dot")
+    fig.add_scatter(
+        x=x,
+        y=[b["max"] for b in bands],
+        mode="lines",
+        name="best candidate",
+        line_color=_color(2),
+        line_dash="dot",
+    )
     return _layout(fig, "sources ranked by median reward (percentile)", "reward")
 
 
@@ -88,11 +131,22 @@ def reward_vs_length(view: dict) -> go.Figure:
     for c in cells:
         z[c["rbin"]][lens.index(c["len_lo"])] = c["n"]
     fig = go.Figure()
-    fig.add_heatmap(x=[lo + width / 2 for lo in lens], y=[(i + 0.5) / rb for i in range(rb)], z=z, colorscale="Blues",
-                    colorbar_title="candidates", hovertemplate="tokens %{x}<br>reward %{y:.2f}<br>n %{z:,}<extra></extra>")
+    fig.add_heatmap(
+        x=[lo + width / 2 for lo in lens],
+        y=[(i + 0.5) / rb for i in range(rb)],
+        z=z,
+        colorscale="Blues",
+        colorbar_title="candidates",
+        hovertemplate="tokens %{x}<br>reward %{y:.2f}<br>n %{z:,}<extra></extra>",
+    )
     by = view["by_length"]
-    fig.add_scatter(x=[b["len_lo"] + b["width"] / 2 for b in by], y=[b["mean_reward"] for b in by], mode="lines+markers",
-                    name="mean reward", line_color="#d62728")
+    fig.add_scatter(
+        x=[b["len_lo"] + b["width"] / 2 for b in by],
+        y=[b["mean_reward"] for b in by],
+        mode="lines+markers",
+        name="mean reward",
+        line_color="#d62728",
+    )
     return _layout(fig, "output length (tokens)", "reward")
 
 
@@ -110,7 +164,13 @@ def loss(points: list[dict]) -> go.Figure:
     fig = go.Figure()
     for i, key in enumerate(dict.fromkeys(p["step_key"] for p in points)):
         pts = [p for p in points if p["step_key"] == key]
-        fig.add_scatter(x=[p["step"] for p in pts], y=[p["loss"] for p in pts], mode="lines", name=key, line_color=_color(i))
+        fig.add_scatter(
+            x=[p["step"] for p in pts],
+            y=[p["loss"] for p in pts],
+            mode="lines",
+            name=key,
+            line_color=_color(i),
+        )
     return _layout(fig, "optimizer step", "training loss", height=260)
 
 
@@ -119,12 +179,24 @@ def reward_test_matrix(rows: list[dict]) -> go.Figure:
     runs = list(dict.fromkeys(r["run_id"] for r in rows))
     tests = list(dict.fromkeys(r["test"] for r in sorted(rows, key=lambda r: r["pos"])))
     first = {r["run_id"]: r for r in rows}
-    labels = [f"{first[run]['reward_version'][:12]}<br>{first[run]['created_at']:%m-%d %H:%M} #{k + 1}" for k, run in enumerate(runs)]
+    labels = [
+        f"{first[run]['reward_version'][:12]}<br>{first[run]['created_at']:%m-%d %H:%M} #{k + 1}"
+        for k, run in enumerate(runs)
+    ]
     z = [[None] * len(runs) for _ in tests]
     for r in rows:
         z[tests.index(r["test"])][runs.index(r["run_id"])] = r["pass_rate"]
     fig = go.Figure()
-    fig.add_heatmap(x=labels, y=tests, z=z, zmin=0, zmax=1, colorscale="RdYlGn", colorbar_title="pass rate",
-                    texttemplate="%{z:.0%}", hovertemplate="%{y}<br>%{x}<br>pass rate %{z:.1%}<extra></extra>")
+    fig.add_heatmap(
+        x=labels,
+        y=tests,
+        z=z,
+        zmin=0,
+        zmax=1,
+        colorscale="RdYlGn",
+        colorbar_title="pass rate",
+        texttemplate="%{z:.0%}",
+        hovertemplate="%{y}<br>%{x}<br>pass rate %{z:.1%}<extra></extra>",
+    )
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, "run (reward version, time)", "", height=max(260, 28 * len(tests) + 120))

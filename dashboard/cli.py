@@ -22,19 +22,44 @@ def _default_db() -> str:
 
 def streamlit_argv(db: str, port: int, address: str, local: bool) -> list[str]:
     """The `python -m streamlit run` command line the dashboard command executes."""
-    argv = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address", address,
-            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.runOnSave", "false",
-            "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", "--", "--db", db]
+    argv = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.port",
+        str(port),
+        "--server.address",
+        address,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.runOnSave",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--client.toolbarMode",
+        "minimal",
+        "--",
+        "--db",
+        db,
+    ]
     return argv + (["--local"] if local else [])
 
 
 def cmd_dashboard(a: argparse.Namespace) -> int:
     address = a.address or "127.0.0.1"
     if a.local and address not in LOOPBACK:
-        sys.exit(f"error: --local skips sign-in, so it only listens on this machine (127.0.0.1), not {address}")
+        sys.exit(
+            f"error: --local skips sign-in, so it only listens on this machine (127.0.0.1), not {address}"
+        )
     db = str(Path(a.db).resolve())
-    print(f"restgov dashboard on http://{address}:{a.port}  (db {db}{', local mode: no sign-in' if a.local else ''})",
-          flush=True)
+    print(
+        f"restgov dashboard on http://{address}:{a.port}  (db {db}{', local mode: no sign-in' if a.local else ''})",
+        flush=True,
+    )
     env = os.environ | {"RESTGOV_DB": db, "RESTGOV_LOCAL": "1" if a.local else "0", "HF_HUB_OFFLINE": "1"}
     argv = streamlit_argv(db, a.port, address, a.local)
     os.execve(sys.executable, argv, env)
@@ -84,15 +109,22 @@ def add_parsers(sub) -> None:
     from engine.store.users import ROLES
 
     def db(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", default=_default_db(), help=f"DuckDB file (default {_default_db()}; env RESTGOV_DB)")
+        p.add_argument(
+            "--db", default=_default_db(), help=f"DuckDB file (default {_default_db()}; env RESTGOV_DB)"
+        )
 
     h = "Start the web dashboard: campaigns, reward distributions, rating, audit (it owns the database while it runs)."
     d = sub.add_parser("dashboard", help=h, description=h)
     db(d)
     d.add_argument("--port", type=int, default=8501, help="port (default 8501)")
-    d.add_argument("--address", help="address to listen on (default 127.0.0.1; 0.0.0.0 to serve a team, with sign-in)")
-    d.add_argument("--local", action="store_true",
-                   help="single person on this machine: no sign-in, you are an operator; listens on 127.0.0.1 only")
+    d.add_argument(
+        "--address", help="address to listen on (default 127.0.0.1; 0.0.0.0 to serve a team, with sign-in)"
+    )
+    d.add_argument(
+        "--local",
+        action="store_true",
+        help="single person on this machine: no sign-in, you are an operator; listens on 127.0.0.1 only",
+    )
     d.set_defaults(fn=cmd_dashboard)
 
     h = "Manage dashboard accounts (roles: operator, annotator, auditor); run while the dashboard is stopped."
@@ -102,8 +134,12 @@ def add_parsers(sub) -> None:
     db(add)
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=list(ROLES))
-    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
-    add.add_argument("--replace", action="store_true", help="reset the password and role of an existing account")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from the first line of stdin"
+    )
+    add.add_argument(
+        "--replace", action="store_true", help="reset the password and role of an existing account"
+    )
     add.set_defaults(fn=cmd_users_add)
     ls = us.add_parser("list", help="list accounts and roles")
     db(ls)

@@ -16,10 +16,15 @@ import streamlit as st
 from engine.config import FILTER_RULES, REWARD_KINDS, ConfigError, config_from_dict
 from engine.data import DataError
 
-RECIPES = {"arith": "ReST-EM on arithmetic word problems, numeric verifier (binary reward)",
-           "toy-mt": "ReST on a synthetic translation task, learned MiniLM reward"}
-BUDGETS = {"tiny": "tiny: a smoke test of the loop, about a minute", "small": "small: a few minutes on 2 CPU cores",
-           "full": "full: the recipe as written"}
+RECIPES = {
+    "arith": "ReST-EM on arithmetic word problems, numeric verifier (binary reward)",
+    "toy-mt": "ReST on a synthetic translation task, learned MiniLM reward",
+}
+BUDGETS = {
+    "tiny": "tiny: a smoke test of the loop, about a minute",
+    "small": "small: a few minutes on 2 CPU cores",
+    "full": "full: the recipe as written",
+}
 
 
 def _error(field: str, err: dict | None) -> None:
@@ -36,13 +41,17 @@ def _created(svc, cid: str, user: dict, start: bool) -> None:
 
 
 def recipe_tab(svc, user: dict) -> None:
-    name = st.selectbox("Demo recipe", list(RECIPES), key="new_recipe", format_func=lambda k: f"{k}: {RECIPES[k]}")
+    name = st.selectbox(
+        "Demo recipe", list(RECIPES), key="new_recipe", format_func=lambda k: f"{k}: {RECIPES[k]}"
+    )
     budget = st.radio("Budget", list(BUDGETS), key="new_budget", format_func=BUDGETS.get, horizontal=True)
     start = st.checkbox("Start it now", value=True, key="new_recipe_start")
     if st.button("Launch recipe", key="new_recipe_go", type="primary", icon=":material/play_arrow:"):
         svc.launch_recipe(name, budget, user["name"], start=start)
     for job in svc.jobs()[:3]:
-        text = f"Recipe {job['recipe']} ({job['budget']}): {job['status']}" + (f", campaign {job['cid']}" if job["cid"] else "")
+        text = f"Recipe {job['recipe']} ({job['budget']}): {job['status']}" + (
+            f", campaign {job['cid']}" if job["cid"] else ""
+        )
         (st.error if job["error"] else st.caption)(text + (f": {job['error']}" if job["error"] else ""))
 
 
@@ -62,7 +71,9 @@ def locate(text: str, field: str) -> int | None:
 
 def upload_tab(svc, user: dict) -> None:
     up = st.file_uploader("Campaign TOML", type=["toml"], key="new_toml")
-    base = st.text_input("Folder that relative data paths resolve against", value=os.getcwd(), key="new_toml_base")
+    base = st.text_input(
+        "Folder that relative data paths resolve against", value=os.getcwd(), key="new_toml_base"
+    )
     start = st.checkbox("Start it now", value=False, key="new_toml_start")
     if up is None or not st.button("Validate and create", key="new_toml_go", type="primary"):
         return
@@ -79,8 +90,13 @@ def upload_tab(svc, user: dict) -> None:
         st.error(f"**{e.field}**{where} = `{e.value!r}`: {e.allowed}", icon=":material/error:")
         if line:
             lines = text.splitlines()
-            st.code("\n".join(f"{'→' if n == line else ' '} {n:>3} {lines[n - 1]}"
-                              for n in range(max(1, line - 2), min(len(lines), line + 2) + 1)), language=None)
+            st.code(
+                "\n".join(
+                    f"{'→' if n == line else ' '} {n:>3} {lines[n - 1]}"
+                    for n in range(max(1, line - 2), min(len(lines), line + 2) + 1)
+                ),
+                language=None,
+            )
     except DataError as e:
         st.error(f"Data problem: {e}", icon=":material/error:")
 
@@ -134,7 +150,9 @@ def _submit_form(svc, user: dict) -> None:
     except ConfigError as e:
         st.session_state.form_error = {"field": e.field, "message": f"{e.field} = {e.value!r}: {e.allowed}"}
     except DataError as e:
-        field = next((f"data.{s}" for s in ("train", "validation", "test") if str(e).find(s) >= 0), "data.train")
+        field = next(
+            (f"data.{s}" for s in ("train", "validation", "test") if str(e).find(s) >= 0), "data.train"
+        )
         st.session_state.form_error = {"field": field, "message": f"Data problem: {e}"}
 
 

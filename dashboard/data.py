@@ -87,7 +87,8 @@ def best_of_n_curves(cid: str, grow: int, stamp: tuple) -> dict[str, dict[int, f
     rows = grow_best_of_n(cid, grow, tuple(n for n in (1, 2, 4, 8, 16, 32, 64, 100) if n <= k), stamp)
     name = f"Grow {grow} samples (expected best of N of the K={k}, {rows[0]['sources'] if rows else 0:,} sources)"
     return {name: {r["n"]: r["best_of_n"] for r in rows}} | {
-        f"{policy} at evaluation": pts for policy, pts in eval_best_of_n(cid, stamp).items()}
+        f"{policy} at evaluation": pts for policy, pts in eval_best_of_n(cid, stamp).items()
+    }
 
 
 @st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
@@ -110,6 +111,9 @@ def needs(*apis: str) -> None:
     store = service().store
     missing = [a for a in apis if not hasattr(store, a)]
     if missing:
-        st.info("This page needs the governance module (reward tests, ratings, drift), which this store does not "
-                f"provide yet (missing: {', '.join(missing)}).", icon=":material/construction:")
+        st.info(
+            "This page needs the governance module (reward tests, ratings, drift), which this store does not "
+            f"provide yet (missing: {', '.join(missing)}).",
+            icon=":material/construction:",
+        )
         st.stop()

@@ -61,7 +61,9 @@ def form_values(cls: type, prefix: str) -> dict:
     return out
 
 
-def dataclass_form(cls: type, current: dict, prefix: str, section: str, err: dict | None, disabled: bool) -> dict:
+def dataclass_form(
+    cls: type, current: dict, prefix: str, section: str, err: dict | None, disabled: bool
+) -> dict:
     """Draw one widget per field of `cls` inside the caller's st.form; return {field: value}."""
     hints = typing.get_type_hints(cls)
     out = {}
@@ -72,22 +74,49 @@ def dataclass_form(cls: type, current: dict, prefix: str, section: str, err: dic
         key, label, help_ = f"{prefix}_{f.name}", f.name, HELP.get(f.name)
         if f.name in CHOICES:
             opts = CHOICES[f.name]
-            out[f.name] = st.selectbox(label, opts, index=opts.index(value) if value in opts else 0, key=key, help=help_,
-                                       disabled=disabled)
+            out[f.name] = st.selectbox(
+                label,
+                opts,
+                index=opts.index(value) if value in opts else 0,
+                key=key,
+                help=help_,
+                disabled=disabled,
+            )
         elif typing.get_origin(tp) is list:  # comma-separated
-            text = st.text_input(label, value=", ".join(map(str, value or [])), key=key, help=help_, disabled=disabled)
+            text = st.text_input(
+                label, value=", ".join(map(str, value or [])), key=key, help=help_, disabled=disabled
+            )
             out[f.name] = _parse(tp, text)
         elif tp is bool:
             out[f.name] = st.checkbox(label, value=bool(value), key=key, help=help_, disabled=disabled)
         elif tp is int:
-            out[f.name] = st.number_input(label, value=value, step=1, key=key, help=help_, disabled=disabled,
-                                          placeholder="not set" if optional else None)
+            out[f.name] = st.number_input(
+                label,
+                value=value,
+                step=1,
+                key=key,
+                help=help_,
+                disabled=disabled,
+                placeholder="not set" if optional else None,
+            )
         elif tp is float:
-            out[f.name] = st.number_input(label, value=None if value is None else float(value), step=0.01, format="%.4f",
-                                          key=key, help=help_, disabled=disabled, placeholder="not set" if optional else None)
+            out[f.name] = st.number_input(
+                label,
+                value=None if value is None else float(value),
+                step=0.01,
+                format="%.4f",
+                key=key,
+                help=help_,
+                disabled=disabled,
+                placeholder="not set" if optional else None,
+            )
         else:  # strings and anything newer: shown as text, parsed by the config's own checks
-            out[f.name] = _parse(tp, st.text_input(label, value="" if value is None else str(value), key=key, help=help_,
-                                                   disabled=disabled))
+            out[f.name] = _parse(
+                tp,
+                st.text_input(
+                    label, value="" if value is None else str(value), key=key, help=help_, disabled=disabled
+                ),
+            )
         if err and re.sub(r"\[\d+\]$", "", err["field"]) == f"{section}.{f.name}":
             st.error(err["message"], icon=":material/error:")
     return out

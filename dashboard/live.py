@@ -11,7 +11,18 @@ import streamlit as st
 
 from dashboard import charts, data
 
-STEP_COLUMNS = ["grow", "improve", "policy", "rule", "tau", "param", "kept", "n_total", "kept_mean_reward", "val_reward"]
+STEP_COLUMNS = [
+    "grow",
+    "improve",
+    "policy",
+    "rule",
+    "tau",
+    "param",
+    "kept",
+    "n_total",
+    "kept_mean_reward",
+    "val_reward",
+]
 
 
 def campaign_table() -> None:
@@ -19,10 +30,22 @@ def campaign_table() -> None:
     if not rows:
         st.info("No campaigns yet: launch a demo recipe above.")
         return
-    st.dataframe([{"name": c["name"], "id": c["id"], "mode": c["mode"],
-                   "state": c["state"] + (" (running)" if c["running"] else ""), "samples": c["n_samples"],
-                   "created": c["created_at"], "stop reason": c["stop_reason"]} for c in rows],
-                 hide_index=True, key="campaign_table")
+    st.dataframe(
+        [
+            {
+                "name": c["name"],
+                "id": c["id"],
+                "mode": c["mode"],
+                "state": c["state"] + (" (running)" if c["running"] else ""),
+                "samples": c["n_samples"],
+                "created": c["created_at"],
+                "stop reason": c["stop_reason"],
+            }
+            for c in rows
+        ],
+        hide_index=True,
+        key="campaign_table",
+    )
 
 
 def controls(svc, cid: str, user: dict) -> None:
@@ -30,22 +53,51 @@ def controls(svc, cid: str, user: dict) -> None:
     running = svc.running(cid)
     verb = "Start" if row["state"] == "CREATED" else "Resume"
     c1, c2, c3, _ = st.columns([1, 1, 1, 3])
-    c1.button(verb, key="ctl_start", type="primary", icon=":material/play_arrow:", disabled=not svc.can_start(cid),
-              on_click=svc.start, args=(cid, user["name"]))
-    c2.button("Pause", key="ctl_pause", icon=":material/pause:", disabled=not running,
-              on_click=svc.pause, args=(cid, user["name"]),
-              help="Stops the current worker; Resume continues from the last completed unit (a Grow from its shards).")
-    c3.button("Stop", key="ctl_stop", icon=":material/stop:", disabled=row["state"] in ("DONE", "STOPPED"),
-              on_click=svc.stop, args=(cid, user["name"]), help="Ends the campaign for good (STOPPED).")
+    c1.button(
+        verb,
+        key="ctl_start",
+        type="primary",
+        icon=":material/play_arrow:",
+        disabled=not svc.can_start(cid),
+        on_click=svc.start,
+        args=(cid, user["name"]),
+    )
+    c2.button(
+        "Pause",
+        key="ctl_pause",
+        icon=":material/pause:",
+        disabled=not running,
+        on_click=svc.pause,
+        args=(cid, user["name"]),
+        help="Stops the current worker; Resume continues from the last completed unit (a Grow from its shards).",
+    )
+    c3.button(
+        "Stop",
+        key="ctl_stop",
+        icon=":material/stop:",
+        disabled=row["state"] in ("DONE", "STOPPED"),
+        on_click=svc.stop,
+        args=(cid, user["name"]),
+        help="Ends the campaign for good (STOPPED).",
+    )
     reason = row["stop_reason"] or ""
     if row["state"] == "PAUSED" and not running and reason.startswith("gate "):
         gate = reason.split(":", 1)[0].removeprefix("gate ").strip()
-        st.warning(f"Paused by the **{gate}** gate: {reason.split(':', 1)[-1].strip()}. Change the criteria "
-                   "(Stopping criteria page) and resume, or let this gate through once:")
-        st.button(f"Resume, overriding the {gate} gate once", key="ctl_override", on_click=svc.start,
-                  args=(cid, user["name"], (gate,)), help="Logged in the event log with your name.")
+        st.warning(
+            f"Paused by the **{gate}** gate: {reason.split(':', 1)[-1].strip()}. Change the criteria "
+            "(Stopping criteria page) and resume, or let this gate through once:"
+        )
+        st.button(
+            f"Resume, overriding the {gate} gate once",
+            key="ctl_override",
+            on_click=svc.start,
+            args=(cid, user["name"], (gate,)),
+            help="Logged in the event log with your name.",
+        )
     if not running and row["state"] not in ("CREATED", "PAUSED", "DONE", "STOPPED", "FAILED"):
-        st.warning(f"State {row['state']} but no controller runs it (the server restarted): Resume continues it.")
+        st.warning(
+            f"State {row['state']} but no controller runs it (the server restarted): Resume continues it."
+        )
 
 
 def _progress(lv: dict | None) -> None:
@@ -71,21 +123,30 @@ def panel(svc, cid: str) -> None:
             st.rerun()  # started or stopped meanwhile: redraw the buttons and stop (or start) polling
         row = svc.store.campaign(cid)
         lv = svc.live(cid)
-        st.markdown(f"**State:** `{row['state']}`" + (f" · {row['stop_reason']}" if row["stop_reason"] else ""))
+        st.markdown(
+            f"**State:** `{row['state']}`" + (f" · {row['stop_reason']}" if row["stop_reason"] else "")
+        )
         if lv and lv.get("error"):
             st.error(lv["error"])
         _progress(lv if running else None)
         points = (lv or {}).get("losses") if running else None
-        points = points or [{"step_key": c["step_key"], "step": c["step"], "loss": c["loss"]}
-                            for c in svc.store.curves(cid) if c["loss"] is not None]
+        points = points or [
+            {"step_key": c["step_key"], "step": c["step"], "loss": c["loss"]}
+            for c in svc.store.curves(cid)
+            if c["loss"] is not None
+        ]
         if points:
             st.plotly_chart(charts.loss(points), key="loss_chart")
         st_ = data.status(cid, data.stamp(cid))
         st.markdown("**Per-step table** (row grow 0 is the BC baseline)")
-        st.dataframe([{k: s.get(k) for k in STEP_COLUMNS} for s in st_["steps"]], hide_index=True, key="step_table")
+        st.dataframe(
+            [{k: s.get(k) for k in STEP_COLUMNS} for s in st_["steps"]], hide_index=True, key="step_table"
+        )
         fin = st_["final"]
         if fin["mean_reward"]:
-            st.markdown(f"**Final {fin['split']} reward:** " +
-                        ", ".join(f"{p} {v:.4f}" for p, v in fin["mean_reward"].items()))
+            st.markdown(
+                f"**Final {fin['split']} reward:** "
+                + ", ".join(f"{p} {v:.4f}" for p, v in fin["mean_reward"].items())
+            )
 
     live()

@@ -91,7 +91,9 @@ def create_tasks_form(store, cid: str | None) -> None:
     req = c4.number_input("Ratings per task", 1, 10, 3, key="rate_req")
     if st.button("Create tasks", key="rate_create") and cid:
         try:
-            st.success(f"{store.create_rating_tasks(cid, pa, pb, int(n), int(req))['n_tasks']} tasks created.")
+            st.success(
+                f"{store.create_rating_tasks(cid, pa, pb, int(n), int(req))['n_tasks']} tasks created."
+            )
         except (ValueError, KeyError) as e:
             st.error(str(e))
 

@@ -16,7 +16,18 @@ from dashboard import charts
 from engine.report import campaign_status
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
-STEP_COLUMNS = ["grow", "improve", "policy", "rule", "tau", "param", "kept", "n_total", "kept_mean_reward", "val_reward"]
+STEP_COLUMNS = [
+    "grow",
+    "improve",
+    "policy",
+    "rule",
+    "tau",
+    "param",
+    "kept",
+    "n_total",
+    "kept_mean_reward",
+    "val_reward",
+]
 EVENT_FLAGS = ("gate", "drift_alarm", "reward_tests", "criteria", "request")
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -64,11 +75,14 @@ class _Figures:
         self.n = 0
 
     def __call__(self, fig, title: str) -> str:
-        fig.update_layout(title=title, margin=dict(l=70, r=30, t=70, b=60))  # the app's tight margins cut labels here
+        fig.update_layout(
+            title=title, margin=dict(l=70, r=30, t=70, b=60)
+        )  # the app's tight margins cut labels here
         fig.update_xaxes(automargin=True)
         fig.update_yaxes(automargin=True)
-        out = fig.to_html(full_html=False, include_plotlyjs=self.n == 0, config=PLOTLY_CONFIG,
-                          div_id=f"fig-{self.n}")
+        out = fig.to_html(
+            full_html=False, include_plotlyjs=self.n == 0, config=PLOTLY_CONFIG, div_id=f"fig-{self.n}"
+        )
         self.n += 1
         return f'<div class="figure">{out}</div>'
 
@@ -79,24 +93,45 @@ def _drift(store, cid: str, cfg: dict) -> tuple[str, list[dict]]:
 
     pairs = default_comparisons(store, cid) if hasattr(store, "drift_grows") else []
     if not pairs:
-        return '<p class="muted">Drift compares two Grow steps with generated samples; this campaign has fewer.</p>', []
+        return (
+            '<p class="muted">Drift compares two Grow steps with generated samples; this campaign has fewer.</p>',
+            [],
+        )
     th = DriftThresholds(reward_wasserstein=cfg.get("gates", {}).get("drift_reward_wasserstein", 0.1))
     rows, alarms = [], []
     for a, b in pairs:
         rep = drift_report(store, cid, a, b, th)
         dv = rep["diversity"]
-        rows.append({"steps": f"grow {a} → grow {b}", "reward W1 / std": rep["reward"]["wasserstein_norm"],
-                     "reward KS": rep["reward"]["ks_stat"], "mean reward": f"{_fmt(rep['reward']['mean_a'])} → {_fmt(rep['reward']['mean_b'])}",
-                     "length W1 / std": rep["length"]["wasserstein_norm"],
-                     "mean tokens": f"{_fmt(rep['length']['mean_a'])} → {_fmt(rep['length']['mean_b'])}",
-                     "distinct-2": f"{_fmt(dv['a']['distinct_2'])} → {_fmt(dv['b']['distinct_2'])}",
-                     "unique share": f"{_fmt(dv['a']['unique_share'])} → {_fmt(dv['b']['unique_share'])}",
-                     "alarms": len(rep["alarms"])})
+        rows.append(
+            {
+                "steps": f"grow {a} → grow {b}",
+                "reward W1 / std": rep["reward"]["wasserstein_norm"],
+                "reward KS": rep["reward"]["ks_stat"],
+                "mean reward": f"{_fmt(rep['reward']['mean_a'])} → {_fmt(rep['reward']['mean_b'])}",
+                "length W1 / std": rep["length"]["wasserstein_norm"],
+                "mean tokens": f"{_fmt(rep['length']['mean_a'])} → {_fmt(rep['length']['mean_b'])}",
+                "distinct-2": f"{_fmt(dv['a']['distinct_2'])} → {_fmt(dv['b']['distinct_2'])}",
+                "unique share": f"{_fmt(dv['a']['unique_share'])} → {_fmt(dv['b']['unique_share'])}",
+                "alarms": len(rep["alarms"]),
+            }
+        )
         alarms += rep["alarms"]
-    limits = ", ".join(f"{k} {v}" for k, v in rep["thresholds"].items() if k.endswith(("wasserstein", "drop", "rho_min")) and v is not None)
-    out = table(rows, row_class=lambda r: "alarm" if r["alarms"] else None) + f'<p class="muted">Alarm thresholds: {html.escape(limits)}.</p>'
-    out += "".join(f'<div class="alarm-box"><b>Alarm</b> ({html.escape(al["metric"])}): {html.escape(al["message"])}</div>'
-                   for al in alarms) or '<div class="ok-box">No drift alarm.</div>'
+    limits = ", ".join(
+        f"{k} {v}"
+        for k, v in rep["thresholds"].items()
+        if k.endswith(("wasserstein", "drop", "rho_min")) and v is not None
+    )
+    out = (
+        table(rows, row_class=lambda r: "alarm" if r["alarms"] else None)
+        + f'<p class="muted">Alarm thresholds: {html.escape(limits)}.</p>'
+    )
+    out += (
+        "".join(
+            f'<div class="alarm-box"><b>Alarm</b> ({html.escape(al["metric"])}): {html.escape(al["message"])}</div>'
+            for al in alarms
+        )
+        or '<div class="ok-box">No drift alarm.</div>'
+    )
     return out, alarms
 
 
@@ -107,60 +142,145 @@ def build_audit_report(store, cid: str) -> str:
         raise KeyError(f"no campaign {cid!r}")
     status = campaign_status(store, cid)
     fig = _Figures()
-    parts = [f"<h1>Audit report: {html.escape(row['name'])}</h1>",
-             f'<p class="muted">Campaign <code>{html.escape(cid)}</code> · generated '
-             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by restgov</p>", "<h2>Campaign summary</h2>"]
+    parts = [
+        f"<h1>Audit report: {html.escape(row['name'])}</h1>",
+        f'<p class="muted">Campaign <code>{html.escape(cid)}</code> · generated '
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by restgov</p>",
+        "<h2>Campaign summary</h2>",
+    ]
     final = status["final"]["mean_reward"]
-    summary = {"name": row["name"], "id": cid, "mode": row["mode"], "state": row["state"], "stop reason": row["stop_reason"],
-               "created": row["created_at"], "last change": row["updated_at"], "reward": row["config"].get("reward", {}).get("kind"),
-               "Grow steps": len(status["grows"]), "compute (s)": status["compute_seconds"],
-               f"final {status['final']['split'] or ''} reward": ", ".join(f"{p} {v:.4f}" for p, v in final.items()) or None}
-    parts.append('<table class="kv">' + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>"
-                                              for k, v in summary.items()) + "</table>")
-    parts += ["<h2>Per-step table</h2>", '<p class="muted">Row grow 0 is the BC baseline.</p>',
-              table(status["steps"], STEP_COLUMNS, empty="No completed step yet."),
-              table([{"grow": g} | s for g, s in status["grows"].items()], ["grow", "n_samples", "n_generated", "mean_reward",
-                                                                            "std_reward"], empty="No completed Grow step yet.")]
+    summary = {
+        "name": row["name"],
+        "id": cid,
+        "mode": row["mode"],
+        "state": row["state"],
+        "stop reason": row["stop_reason"],
+        "created": row["created_at"],
+        "last change": row["updated_at"],
+        "reward": row["config"].get("reward", {}).get("kind"),
+        "Grow steps": len(status["grows"]),
+        "compute (s)": status["compute_seconds"],
+        f"final {status['final']['split'] or ''} reward": ", ".join(f"{p} {v:.4f}" for p, v in final.items())
+        or None,
+    }
+    parts.append(
+        '<table class="kv">'
+        + "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in summary.items()
+        )
+        + "</table>"
+    )
+    parts += [
+        "<h2>Per-step table</h2>",
+        '<p class="muted">Row grow 0 is the BC baseline.</p>',
+        table(status["steps"], STEP_COLUMNS, empty="No completed step yet."),
+        table(
+            [{"grow": g} | s for g, s in status["grows"].items()],
+            ["grow", "n_samples", "n_generated", "mean_reward", "std_reward"],
+            empty="No completed Grow step yet.",
+        ),
+    ]
 
     parts.append("<h2>Reward distributions per Grow step</h2>")
     hist, th = store.reward_histogram(cid, 50), charts.filter_thresholds(store.filters(cid))
     if hist:
-        parts += [fig(charts.histogram(hist, th), "Reward histogram per Grow step (dashed: Improve thresholds)"),
-                  fig(charts.ecdf(hist, th), "Reward ECDF per Grow step")]
-        parts.append(table(th, ["grow", "improve", "rule", "param", "tau", "kept", "n_total", "share"], empty="No Improve filter applied yet."))
+        parts += [
+            fig(charts.histogram(hist, th), "Reward histogram per Grow step (dashed: Improve thresholds)"),
+            fig(charts.ecdf(hist, th), "Reward ECDF per Grow step"),
+        ]
+        parts.append(
+            table(
+                th,
+                ["grow", "improve", "rule", "param", "tau", "kept", "n_total", "share"],
+                empty="No Improve filter applied yet.",
+            )
+        )
     else:
         parts.append('<p class="muted">No scored samples yet.</p>')
-    curves = [{"step_key": c["step_key"], "step": c["step"], "loss": c["loss"]} for c in store.curves(cid) if c["loss"] is not None]
+    curves = [
+        {"step_key": c["step_key"], "step": c["step"], "loss": c["loss"]}
+        for c in store.curves(cid)
+        if c["loss"] is not None
+    ]
     if curves:
         parts.append(fig(charts.loss(curves), "Training loss per step"))
 
     drift_html, _ = _drift(store, cid, row["config"])
-    parts += ["<h2>Drift statistics</h2>", drift_html, "<h3>Alarms and gates recorded during the campaign</h3>",
-              table([{k: e[k] for k in ("ts", "actor", "kind", "message")}
-                     for e in store.recent_events(cid, 1000, kinds=["drift_alarm", "gate"])], empty="None recorded.")]
+    parts += [
+        "<h2>Drift statistics</h2>",
+        drift_html,
+        "<h3>Alarms and gates recorded during the campaign</h3>",
+        table(
+            [
+                {k: e[k] for k in ("ts", "actor", "kind", "message")}
+                for e in store.recent_events(cid, 1000, kinds=["drift_alarm", "gate"])
+            ],
+            empty="None recorded.",
+        ),
+    ]
 
     parts.append("<h2>Reward-model versions and unit tests</h2>")
     if hasattr(store, "reward_versions"):
-        parts.append(table(store.reward_versions(cid), ["version", "name", "kind", "used_in_grows", "n_samples", "verdict",
-                                                        "failed_tests", "tested_at", "n_runs", "latest_run"],
-                           row_class=lambda r: "fail" if r["verdict"] == "fail" else None, empty="No reward version recorded."))
+        parts.append(
+            table(
+                store.reward_versions(cid),
+                [
+                    "version",
+                    "name",
+                    "kind",
+                    "used_in_grows",
+                    "n_samples",
+                    "verdict",
+                    "failed_tests",
+                    "tested_at",
+                    "n_runs",
+                    "latest_run",
+                ],
+                row_class=lambda r: "fail" if r["verdict"] == "fail" else None,
+                empty="No reward version recorded.",
+            )
+        )
         history = store.reward_test_history()
-        parts.append(table(history, ["run_id", "reward_version", "created_at", "verdict", "n_tests", "n_failed",
-                                     "failed_tests", "n_pairs", "reference_set", "campaign"],
-                           row_class=lambda r: "fail" if r["verdict"] == "fail" else None, empty="No reward test run yet."))
+        parts.append(
+            table(
+                history,
+                [
+                    "run_id",
+                    "reward_version",
+                    "created_at",
+                    "verdict",
+                    "n_tests",
+                    "n_failed",
+                    "failed_tests",
+                    "n_pairs",
+                    "reference_set",
+                    "campaign",
+                ],
+                row_class=lambda r: "fail" if r["verdict"] == "fail" else None,
+                empty="No reward test run yet.",
+            )
+        )
         if history:
-            parts.append(fig(charts.reward_test_matrix(store.reward_test_matrix()), "Pass rate per test and run"))
+            parts.append(
+                fig(charts.reward_test_matrix(store.reward_test_matrix()), "Pass rate per test and run")
+            )
 
     parts.append("<h2>Rating statistics</h2>")
     parts += _ratings(store, cid, fig)
 
     parts.append("<h2>Event log</h2>")
     events = store.recent_events(cid, 5000)
-    parts.append(table([{k: e[k] for k in ("id", "ts", "actor", "kind", "state", "message")} for e in events],
-                       row_class=lambda r: "flag" if r["kind"] in EVENT_FLAGS else None))
+    parts.append(
+        table(
+            [{k: e[k] for k in ("id", "ts", "actor", "kind", "state", "message")} for e in events],
+            row_class=lambda r: "flag" if r["kind"] in EVENT_FLAGS else None,
+        )
+    )
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>restgov audit: {html.escape(cid)}</title>'
-            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>restgov audit: {html.escape(cid)}</title>'
+        f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def _ratings(store, cid: str, fig) -> list[str]:
@@ -170,14 +290,24 @@ def _ratings(store, cid: str, fig) -> list[str]:
 
     stats = rating_stats(store, cid)
     a = stats["agreement"]
-    out = [table([stats["progress"] | {"krippendorff_alpha": a["alpha"], "reliability": a["label"]}]),
-           "<h3>Human eval diff (policy b minus baseline a, 0..6 scale)</h3>", table(stats["pairs"], empty="No ratings yet."),
-           "<h3>Reward vs human score per Grow step</h3>", table(stats["correlation"], empty="No rated samples yet.")]
+    out = [
+        table([stats["progress"] | {"krippendorff_alpha": a["alpha"], "reliability": a["label"]}]),
+        "<h3>Human eval diff (policy b minus baseline a, 0..6 scale)</h3>",
+        table(stats["pairs"], empty="No ratings yet."),
+        "<h3>Reward vs human score per Grow step</h3>",
+        table(stats["correlation"], empty="No rated samples yet."),
+    ]
     rows = store.rated_rewards(cid)
     if rows:
         import plotly.express as px
 
-        scatter = px.scatter(rows, x="reward", y="human", color=[f"Grow {r['grow']}" for r in rows],
-                             labels={"human": "mean human score (0..6)"}, height=360)
+        scatter = px.scatter(
+            rows,
+            x="reward",
+            y="human",
+            color=[f"Grow {r['grow']}" for r in rows],
+            labels={"human": "mean human score (0..6)"},
+            height=360,
+        )
         out.append(fig(scatter, "Reward vs mean human score"))
     return out

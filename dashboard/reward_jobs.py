@@ -44,7 +44,9 @@ def suite(reward: RewardConfig, skip: list[str] | tuple[str, ...] = ()) -> list:
     return select(tests, skip=[s for s in skip if s in {t.name for t in tests}])
 
 
-def reference_pairs(store, cid: str, kind: str, n: int, seed: int = 0, min_reward: float | None = None) -> list[Pair]:
+def reference_pairs(
+    store, cid: str, kind: str, n: int, seed: int = 0, min_reward: float | None = None
+) -> list[Pair]:
     """(id, source, candidate, reference) pairs: the first `n` validation references (the candidates are the
     references themselves, as the gate does), or `n` seeded samples of the latest Grow step."""
     if kind == "validation":
@@ -57,7 +59,9 @@ def reference_pairs(store, cid: str, kind: str, n: int, seed: int = 0, min_rewar
     if kind == "samples":
         pairs = store.reward_test_pairs(cid, n, seed, min_reward)
         if not pairs:
-            raise ValueError(f"campaign {cid} has no generated samples{'' if min_reward is None else f' with reward >= {min_reward}'} yet")
+            raise ValueError(
+                f"campaign {cid} has no generated samples{'' if min_reward is None else f' with reward >= {min_reward}'} yet"
+            )
         return pairs
     raise ValueError(f"reference set {kind!r}: one of {list(REFERENCE_SETS)}")
 
@@ -70,8 +74,17 @@ class RewardTestJobs:
         self._lock = threading.Lock()
         self._jobs: dict[str, dict] = {}
 
-    def start(self, cid: str, kind: str, n: int, actor: str, seed: int = 0, skip: list[str] | tuple[str, ...] = (),
-              min_reward: float | None = None, tol_scale: float = 1.0) -> str:
+    def start(
+        self,
+        cid: str,
+        kind: str,
+        n: int,
+        actor: str,
+        seed: int = 0,
+        skip: list[str] | tuple[str, ...] = (),
+        min_reward: float | None = None,
+        tol_scale: float = 1.0,
+    ) -> str:
         """Start a run in a background thread and return its job id (ValueError if this campaign has one running)."""
         if kind not in REFERENCE_SETS:
             raise ValueError(f"reference set {kind!r}: one of {list(REFERENCE_SETS)}")
@@ -79,8 +92,20 @@ class RewardTestJobs:
             if any(j["cid"] == cid and j["status"] not in ("done", "failed") for j in self._jobs.values()):
                 raise ValueError(f"a reward test run of campaign {cid} is already running")
             job = f"rtjob-{uuid.uuid4().hex[:8]}"
-            self._jobs[job] = {"job": job, "cid": cid, "kind": kind, "n": int(n), "actor": actor, "status": "queued",
-                               "run_id": None, "verdict": None, "failed": [], "error": None, "t0": time.time(), "t1": None}
+            self._jobs[job] = {
+                "job": job,
+                "cid": cid,
+                "kind": kind,
+                "n": int(n),
+                "actor": actor,
+                "status": "queued",
+                "run_id": None,
+                "verdict": None,
+                "failed": [],
+                "error": None,
+                "t0": time.time(),
+                "t1": None,
+            }
         args = (job, cid, kind, int(n), actor, seed, tuple(skip), min_reward, tol_scale)
         threading.Thread(target=self._work, args=args, name=f"reward-tests-{cid}", daemon=True).start()
         return job
@@ -101,18 +126,40 @@ class RewardTestJobs:
             self._set(job, status=f"loading the reward ({cfg.reward.kind})")
             reward = load_reward(cfg.reward)
             self._set(job, status=f"scoring {len(pairs)} pairs and their perturbations")
-            report = run_suite(reward, pairs, suite(cfg.reward, skip), seed=seed, tol_scale=tol_scale,
-                               min_pass_rate=cfg.gates.reward_tests_min_pass_rate)
-            report.config |= {"reward": {"kind": cfg.reward.kind, "path": cfg.reward.path, "function": cfg.reward.function},
-                              "campaign": cid, "reference_set": kind, "skip": list(skip), "actor": actor}
+            report = run_suite(
+                reward,
+                pairs,
+                suite(cfg.reward, skip),
+                seed=seed,
+                tol_scale=tol_scale,
+                min_pass_rate=cfg.gates.reward_tests_min_pass_rate,
+            )
+            report.config |= {
+                "reward": {"kind": cfg.reward.kind, "path": cfg.reward.path, "function": cfg.reward.function},
+                "campaign": cid,
+                "reference_set": kind,
+                "skip": list(skip),
+                "actor": actor,
+            }
             d = to_dict(report)
-            self.store.add_reward_model(report.reward_version or "", report.reward_name, cfg.reward.kind,
-                                        cfg.reward.path or cfg.reward.function)
+            self.store.add_reward_model(
+                report.reward_version or "",
+                report.reward_name,
+                cfg.reward.kind,
+                cfg.reward.path or cfg.reward.function,
+            )
             run_id = self.store.save_reward_test_run(d)
-            self.store.add_event(cid, "reward_tests", f"reward {report.reward_version}: {report.verdict} "
-                                 f"({len(pairs)} {kind} pairs, run from the dashboard)",
-                                 {"run_id": run_id, "failed": d["failed"]}, actor=actor)
-            self._set(job, status="done", run_id=run_id, verdict=report.verdict, failed=d["failed"], t1=time.time())
+            self.store.add_event(
+                cid,
+                "reward_tests",
+                f"reward {report.reward_version}: {report.verdict} "
+                f"({len(pairs)} {kind} pairs, run from the dashboard)",
+                {"run_id": run_id, "failed": d["failed"]},
+                actor=actor,
+            )
+            self._set(
+                job, status="done", run_id=run_id, verdict=report.verdict, failed=d["failed"], t1=time.time()
+            )
         except Exception as e:  # shown on the page
             self._set(job, status="failed", error=f"{type(e).__name__}: {e}", t1=time.time())
 
@@ -133,4 +180,3 @@ class RewardTestJobs:
                 return j
             time.sleep(0.1)
         raise TimeoutError(f"reward test job {job} still {j['status']} after {timeout} s")
-

@@ -36,21 +36,38 @@ def run_form(store, cid: str, user: dict) -> None:
     """Operators: run the suite on the campaign's reward and a reference set, in the background."""
     cfg, _ = campaign_config(store, cid)
     r = cfg.reward
-    st.markdown(f"Reward of this campaign: **{r.kind}**" + (f" · `{r.path or r.function}`" if r.path or r.function else ""))
+    st.markdown(
+        f"Reward of this campaign: **{r.kind}**"
+        + (f" · `{r.path or r.function}`" if r.path or r.function else "")
+    )
     with st.form("rt_form"):
         kind = st.radio("Reference set", list(REFERENCE_SETS), format_func=REFERENCE_SETS.get, key="rt_kind")
         c1, c2, c3 = st.columns(3)
         n = c1.number_input("Pairs (at most)", 1, 100_000, cfg.eval.max_sources or 200, key="rt_n")
         seed = c2.number_input("Seed", 0, 2**31 - 1, cfg.seed, key="rt_seed")
-        floor = c3.number_input("Samples only: reward at least", value=None, format="%.3f", key="rt_min_reward",
-                                help="Keep only samples the reward scored at least this (the good outputs).")
+        floor = c3.number_input(
+            "Samples only: reward at least",
+            value=None,
+            format="%.3f",
+            key="rt_min_reward",
+            help="Keep only samples the reward scored at least this (the good outputs).",
+        )
         names = test_names(r)
-        skip = st.multiselect("Tests to leave out", names, [t for t in cfg.gates.reward_tests_skip if t in names], key="rt_skip")
+        skip = st.multiselect(
+            "Tests to leave out", names, [t for t in cfg.gates.reward_tests_skip if t in names], key="rt_skip"
+        )
         go = st.form_submit_button("Run the suite", type="primary", icon=":material/play_arrow:")
     if go:
         try:
-            jobs().start(cid, kind, int(n), user["name"], seed=int(seed), skip=skip,
-                         min_reward=floor if kind == "samples" else None)
+            jobs().start(
+                cid,
+                kind,
+                int(n),
+                user["name"],
+                seed=int(seed),
+                skip=skip,
+                min_reward=floor if kind == "samples" else None,
+            )
         except ValueError as e:
             st.error(str(e))
             return
@@ -75,29 +92,47 @@ def job_status(cid: str) -> None:
         elif j["status"] == "done":
             failed = ", ".join(j["failed"]) or "none"
             (st.success if j["verdict"] == "pass" else st.warning)(
-                f"Run `{j['run_id']}` ({j['actor']}): **{j['verdict']}**; failed tests: {failed}.")
+                f"Run `{j['run_id']}` ({j['actor']}): **{j['verdict']}**; failed tests: {failed}."
+            )
         else:
             import time
 
-            st.info(f"Running ({j['actor']}, {time.time() - j['t0']:.0f} s): {j['status']} ...", icon=":material/hourglass_top:")
+            st.info(
+                f"Running ({j['actor']}, {time.time() - j['t0']:.0f} s): {j['status']} ...",
+                icon=":material/hourglass_top:",
+            )
 
     status()
 
 
 def history_rows(history: list[dict]) -> list[dict]:
-    return [{"reward_version": h["reward_version"], "reward": h["reward_name"], "tested at": h["created_at"],
-             "verdict": h["verdict"], "failed tests": ", ".join(h["failed_tests"]), "tests": h["n_tests"],
-             "pairs": h["n_pairs"], "reference set": h["reference_set"], "campaign": h["campaign"], "run_id": h["run_id"]}
-            for h in history]
+    return [
+        {
+            "reward_version": h["reward_version"],
+            "reward": h["reward_name"],
+            "tested at": h["created_at"],
+            "verdict": h["verdict"],
+            "failed tests": ", ".join(h["failed_tests"]),
+            "tests": h["n_tests"],
+            "pairs": h["n_pairs"],
+            "reference set": h["reference_set"],
+            "campaign": h["campaign"],
+            "run_id": h["run_id"],
+        }
+        for h in history
+    ]
 
 
 def run_results(store, run_id: str) -> None:
     """One run: the pass/fail table and the worst examples of every failed test."""
     results = store.reward_test_results(run_id)
     verdict = {True: "pass", False: "fail", None: "skip"}
-    st.dataframe([{k: (verdict[r["passed"]] if k == "verdict" else r[k]) for k in RESULT_COLUMNS} for r in results],
-                 hide_index=True, key="rt_results",
-                 column_config={"pass_rate": st.column_config.NumberColumn("pass rate", format="percent")})
+    st.dataframe(
+        [{k: (verdict[r["passed"]] if k == "verdict" else r[k]) for k in RESULT_COLUMNS} for r in results],
+        hide_index=True,
+        key="rt_results",
+        column_config={"pass_rate": st.column_config.NumberColumn("pass rate", format="percent")},
+    )
     for r in results:
         if r["worst_examples"] and r["passed"] is False:
             with st.expander(f"Worst examples: {r['test']} ({r['expectation']})", icon=":material/error:"):

@@ -60,7 +60,13 @@ def new_campaign(store: Store, cfg: CampaignConfig, run_root: str | Path, actor:
         if not exs:
             continue
         pq.write_table(
-            pa.table({"source_id": [e.id for e in exs], "source": [e.source for e in exs], "reference": [e.reference for e in exs]}),
+            pa.table(
+                {
+                    "source_id": [e.id for e in exs],
+                    "source": [e.source for e in exs],
+                    "reference": [e.reference for e in exs],
+                }
+            ),
             run_dir / "inputs" / f"{split}.parquet",
         )
         store.add_prompts(cid, split, [(e.id, e.source, e.reference) for e in exs])
@@ -84,7 +90,9 @@ def update_criteria(store: Store, cid: str, changes: dict[str, object], actor: s
     for key, value in changes.items():
         section, _, name = key.partition(".")
         if section not in CRITERIA_SECTIONS or not name:
-            raise ValueError(f"{key}: only stop.* and gates.* criteria can be changed on an existing campaign")
+            raise ValueError(
+                f"{key}: only stop.* and gates.* criteria can be changed on an existing campaign"
+            )
         before[key] = new.setdefault(section, {}).get(name)
         if value is None:
             new[section].pop(name, None)
@@ -93,8 +101,13 @@ def update_criteria(store: Store, cid: str, changes: dict[str, object], actor: s
     cfg = config_from_dict(new)  # raises ConfigError naming the field
     clean = config_to_dict(cfg)
     summary = ", ".join(f"{k}: {before[k]!r} -> {v!r}" for k, v in changes.items())
-    store.update_config(cid, clean, actor, f"criteria changed by {actor}: {summary}",
-                        {"before": before, "after": dict(changes)})
+    store.update_config(
+        cid,
+        clean,
+        actor,
+        f"criteria changed by {actor}: {summary}",
+        {"before": before, "after": dict(changes)},
+    )
     return cfg
 
 
@@ -140,7 +153,11 @@ class Controller:
         """Checkpoint id of the policy in force after Grow g: its last Improve, else an earlier one, else base."""
         last = None
         for c in self.store.checkpoints(cid):
-            if c["improve"] and c["grow"] <= g and (last is None or (c["grow"], c["improve"]) > (last["grow"], last["improve"])):
+            if (
+                c["improve"]
+                and c["grow"] <= g
+                and (last is None or (c["grow"], c["improve"]) > (last["grow"], last["improve"]))
+            ):
                 last = c
         return last["policy"] if last else "base"
 
@@ -148,7 +165,12 @@ class Controller:
         vals = [done["bootstrap"]["val_reward"]] if "bootstrap" in done else []
         g = 1
         while f"g{g}-grow" in done:
-            imps = [done[k]["val_reward"] for k in sorted((k for k in done if k.startswith(f"g{g}-i")), key=lambda k: int(k.split("-i")[1]))]
+            imps = [
+                done[k]["val_reward"]
+                for k in sorted(
+                    (k for k in done if k.startswith(f"g{g}-i")), key=lambda k: int(k.split("-i")[1])
+                )
+            ]
             vals.append(imps[-1] if imps else vals[-1])
             g += 1
         return vals
@@ -168,7 +190,9 @@ class Controller:
                     return Unit(f"g{g}-i{i}", "improve", g, i)
             g += 1
         seconds = sum(r.get("seconds", 0.0) for r in done.values() if r)
-        reason = stop_reason(cfg.stop, Progress(g, self.val_by_grow(cid, done), self.store.samples_generated(cid), seconds))
+        reason = stop_reason(
+            cfg.stop, Progress(g, self.val_by_grow(cid, done), self.store.samples_generated(cid), seconds)
+        )
         if reason:
             return reason
         return Unit(f"g{g}-grow", "grow", g)
@@ -205,14 +229,24 @@ class Controller:
                         if cfg.gates.action == "stop":
                             self._final(cid, cfg, run_dir, msg, state="STOPPED")
                             return "STOPPED"
-                        self.store.set_state(cid, "PAUSED", f"paused before grow {unit.grow}: {msg}", reason=msg,
-                                             payload=failed.figures)
+                        self.store.set_state(
+                            cid,
+                            "PAUSED",
+                            f"paused before grow {unit.grow}: {msg}",
+                            reason=msg,
+                            payload=failed.figures,
+                        )
                         return "PAUSED"
                 self._run_unit(cid, cfg, run_dir, unit)
         except StopRequested as e:
             state = str(e)
-            self.store.set_state(cid, state, f"campaign {state.lower()} by request", actor="operator",
-                                 reason="stopped by operator" if state == "STOPPED" else None)
+            self.store.set_state(
+                cid,
+                state,
+                f"campaign {state.lower()} by request",
+                actor="operator",
+                reason="stopped by operator" if state == "STOPPED" else None,
+            )
             return state
         except StepFailed as e:
             self.store.set_state(cid, "FAILED", str(e), reason=str(e))
@@ -231,7 +265,9 @@ class Controller:
             self._run_unit(cid, cfg, run_dir, Unit("final", "final"), reason=reason)
         self.store.set_state(cid, state, f"campaign finished: {reason}", reason=reason)
 
-    def _check_gates(self, cid: str, cfg: CampaignConfig, run_dir: Path, g: int, overrides: set[str], actor: str):
+    def _check_gates(
+        self, cid: str, cfg: CampaignConfig, run_dir: Path, g: int, overrides: set[str], actor: str
+    ):
         """The first failing gate before Grow g (its figures recorded as an event), or None."""
         from . import gates
 
@@ -253,20 +289,45 @@ class Controller:
             if res.passed:
                 continue
             if res.gate in overrides:
-                self.store.add_event(cid, "gate", f"gate {res.gate} overridden before grow {g}: {res.message}", res.figures, actor=actor)
+                self.store.add_event(
+                    cid,
+                    "gate",
+                    f"gate {res.gate} overridden before grow {g}: {res.message}",
+                    res.figures,
+                    actor=actor,
+                )
                 continue
-            self.store.add_event(cid, "gate", f"gate {res.gate} failed before grow {g}: {res.message}", res.figures)
+            self.store.add_event(
+                cid, "gate", f"gate {res.gate} failed before grow {g}: {res.message}", res.figures
+            )
             return res
         return None
 
-    def _run_unit(self, cid: str, cfg: CampaignConfig, run_dir: Path, u: Unit, reason: str | None = None) -> None:
-        state = {"bootstrap": "BOOTSTRAP", "grow": f"GROW({u.grow})", "improve": f"IMPROVE({u.grow},{u.improve})",
-                 "final": "EVAL(final)", "reward_tests": "GATE(reward_tests)"}[u.kind]
+    def _run_unit(
+        self, cid: str, cfg: CampaignConfig, run_dir: Path, u: Unit, reason: str | None = None
+    ) -> None:
+        state = {
+            "bootstrap": "BOOTSTRAP",
+            "grow": f"GROW({u.grow})",
+            "improve": f"IMPROVE({u.grow},{u.improve})",
+            "final": "EVAL(final)",
+            "reward_tests": "GATE(reward_tests)",
+        }[u.kind]
         self.store.set_state(cid, state, f"start {u.key}")
         self.store.start_step(cid, u.key, u.kind, u.grow, u.improve)
         step_dir = run_dir / "steps" / u.key
-        task = {"kind": u.kind, "step_key": u.key, "config": config_to_dict(cfg), "grow": u.grow, "improve": u.improve,
-                "inputs": {s: str(p) for s in ("train", "validation", "test", "bootstrap") if (p := run_dir / "inputs" / f"{s}.parquet").exists()}}
+        task = {
+            "kind": u.kind,
+            "step_key": u.key,
+            "config": config_to_dict(cfg),
+            "grow": u.grow,
+            "improve": u.improve,
+            "inputs": {
+                s: str(p)
+                for s in ("train", "validation", "test", "bootstrap")
+                if (p := run_dir / "inputs" / f"{s}.parquet").exists()
+            },
+        }
         ckpt = run_dir / "checkpoints"
         if u.kind == "bootstrap":
             task["out_checkpoint"] = str(ckpt / "base")
@@ -296,16 +357,33 @@ class Controller:
         plan = self.improve_plan(cid, cfg, u.grow)
         param = plan[u.improve - 1]
         step_dir.mkdir(parents=True, exist_ok=True)
-        stats = self.store.apply_filter(cid, u.grow, u.improve, cfg.improve.rule, param, step_dir / "train.parquet")
-        self.store.add_event(cid, "filter", f"{u.key}: rule {cfg.improve.rule} param {param} kept {stats['kept']} of {stats['n_total']}", stats)
+        stats = self.store.apply_filter(
+            cid, u.grow, u.improve, cfg.improve.rule, param, step_dir / "train.parquet"
+        )
+        self.store.add_event(
+            cid,
+            "filter",
+            f"{u.key}: rule {cfg.improve.rule} param {param} kept {stats['kept']} of {stats['n_total']}",
+            stats,
+        )
         if not stats["kept"]:
             raise StepFailed(f"{u.key}: the filter ({cfg.improve.rule}, {param}) kept no samples")
         prev = f"g{u.grow}-i{u.improve - 1}" if u.improve > 1 else self.policy_after(cid, u.grow - 1)
         init = "base" if cfg.improve.init == "restart_from_base" else prev
-        n_before = sum(1 for c in self.store.checkpoints(cid) if c["improve"] and (c["grow"], c["improve"]) < (u.grow, u.improve))
+        n_before = sum(
+            1
+            for c in self.store.checkpoints(cid)
+            if c["improve"] and (c["grow"], c["improve"]) < (u.grow, u.improve)
+        )
         lr = cfg.improve.lr * cfg.improve.lr_decay**n_before
-        return {"train_path": str(step_dir / "train.parquet"), "init_path": self._ckpt_path(cid, init), "init": init,
-                "policy": u.key, "lr": lr, "out_checkpoint": str(step_dir.parent.parent / "checkpoints" / u.key)}
+        return {
+            "train_path": str(step_dir / "train.parquet"),
+            "init_path": self._ckpt_path(cid, init),
+            "init": init,
+            "policy": u.key,
+            "lr": lr,
+            "out_checkpoint": str(step_dir.parent.parent / "checkpoints" / u.key),
+        }
 
     def _spawn(self, cid: str, u: Unit, step_dir: Path, task: dict) -> dict:
         """Run the worker to completion, streaming its events and ingesting Grow shards as they land."""
@@ -322,8 +400,13 @@ class Controller:
         offset = events_path.stat().st_size if events_path.exists() else 0
         env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         with open(step_dir / "worker.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "engine.worker", str(step_dir)], stdout=log, stderr=log, env=env,
-                                    cwd=str(Path(__file__).resolve().parent.parent))
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "engine.worker", str(step_dir)],
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
         last_error = None
         try:
             while True:
@@ -350,7 +433,10 @@ class Controller:
             raise
         if code != 0 or not result_path.exists():
             tail = (step_dir / "worker.log").read_text(errors="replace")[-2000:]
-            raise StepFailed(f"{u.key} failed: {last_error or f'worker exited with code {code}'}" + ("" if last_error else f"\n{tail}"))
+            raise StepFailed(
+                f"{u.key} failed: {last_error or f'worker exited with code {code}'}"
+                + ("" if last_error else f"\n{tail}")
+            )
         return json.loads(result_path.read_text())
 
     def _ingest_outputs(self, cid: str, u: Unit, step_dir: Path) -> None:
@@ -366,18 +452,32 @@ class Controller:
         if u.kind == "bootstrap":
             s.add_checkpoint(cid, "base", task["out_checkpoint"], None, 0, None)
             s.add_eval(cid, u.key, "base", "validation", "mean_reward", result["val_reward"])
-            s.add_reward_model(result["reward_version"], result["reward_name"], task["config"]["reward"]["kind"], task["config"]["reward"].get("path"))
+            s.add_reward_model(
+                result["reward_version"],
+                result["reward_name"],
+                task["config"]["reward"]["kind"],
+                task["config"]["reward"].get("path"),
+            )
         elif u.kind == "improve":
             s.add_checkpoint(cid, u.key, task["out_checkpoint"], task["init"], u.grow, u.improve)
             s.add_eval(cid, u.key, u.key, "validation", "mean_reward", result["val_reward"])
         elif u.kind == "grow":
             stats = s.grow_stats(cid, u.grow)
             result |= {"n_samples": stats["n"], "mean_reward": stats["mean"]}
-            s.add_event(cid, "grow", f"grow {u.grow}: {stats['n']} scored pairs, mean reward {stats['mean']:.4f}", stats)
+            s.add_event(
+                cid,
+                "grow",
+                f"grow {u.grow}: {stats['n']} scored pairs, mean reward {stats['mean']:.4f}",
+                stats,
+            )
         elif u.kind == "reward_tests":
             run_id = s.save_reward_test_run(result["report"])
-            s.add_event(cid, "reward_tests", f"reward {result['report']['reward_version']}: {result['report']['verdict']}",
-                        {"run_id": run_id, "failed": result["report"]["failed"]})
+            s.add_event(
+                cid,
+                "reward_tests",
+                f"reward {result['report']['reward_version']}: {result['report']['verdict']}",
+                {"run_id": run_id, "failed": result["report"]["failed"]},
+            )
         elif u.kind == "final":
             result["stop_reason"] = reason
             for pol, r in result["policies"].items():

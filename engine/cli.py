@@ -40,8 +40,14 @@ class _Bars:
         )
 
         self.progress = Progress(
-            TextColumn("[bold]{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False,
+            TextColumn("[bold]{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            transient=False,
         )
         self.tasks: dict[str, int] = {}
 
@@ -78,8 +84,10 @@ def _drive(store, cid: str, override_gates: tuple[str, ...] = (), actor: str = "
         return 130
     _print_table(store, cid)
     if state == "PAUSED":
-        print(f"paused by a gate: change the criteria (restgov criteria {cid} --set ...) or "
-              f"override it once (restgov resume {cid} --override-gate NAME), then resume")
+        print(
+            f"paused by a gate: change the criteria (restgov criteria {cid} --set ...) or "
+            f"override it once (restgov resume {cid} --override-gate NAME), then resume"
+        )
     return 0 if state == "DONE" else 1
 
 
@@ -96,7 +104,16 @@ def _print_table(store, cid: str) -> None:
     f = lambda x, p=4: "" if x is None else (f"{x:.{p}f}" if isinstance(x, float) else str(x))  # noqa: E731
     for s in st["steps"]:
         param = s["tau"] if s["tau"] is not None else s["param"]
-        t.add_row(str(s["grow"]), str(s["improve"]), s["policy"], s["rule"], f(param, 3), f(s["kept"]), f(s["kept_mean_reward"]), f(s["val_reward"]))
+        t.add_row(
+            str(s["grow"]),
+            str(s["improve"]),
+            s["policy"],
+            s["rule"],
+            f(param, 3),
+            f(s["kept"]),
+            f(s["kept_mean_reward"]),
+            f(s["val_reward"]),
+        )
     con = Console()
     con.print(t)
     if st["stop_reason"]:
@@ -213,34 +230,66 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help: str, fn) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
-        sp.add_argument("--db", default=DEFAULT_DB, help=f"DuckDB file (default {DEFAULT_DB}; env RESTGOV_DB)")
+        sp.add_argument(
+            "--db", default=DEFAULT_DB, help=f"DuckDB file (default {DEFAULT_DB}; env RESTGOV_DB)"
+        )
         sp.set_defaults(fn=fn)
         return sp
 
-    d = add("demo", "Generate an offline demo recipe and run it end to end (no network, no GPU needed).", cmd_demo)
-    d.add_argument("--recipe", default="arith", choices=["arith", "toy-mt"],
-                   help="arith: ReST-EM with a numeric verifier; toy-mt: ReST with the MiniLM learned reward (default arith)")
-    d.add_argument("--small", action="store_true", help="a smaller budget (about a minute or two on 2 CPU cores)")
+    d = add(
+        "demo", "Generate an offline demo recipe and run it end to end (no network, no GPU needed).", cmd_demo
+    )
+    d.add_argument(
+        "--recipe",
+        default="arith",
+        choices=["arith", "toy-mt"],
+        help="arith: ReST-EM with a numeric verifier; toy-mt: ReST with the MiniLM learned reward (default arith)",
+    )
+    d.add_argument(
+        "--small", action="store_true", help="a smaller budget (about a minute or two on 2 CPU cores)"
+    )
     d.add_argument("--data-dir", default="data", help="where recipe data are written (default data/)")
     r = add("run", "Start a campaign from a TOML config (see README: 'Campaign config').", cmd_run)
     r.add_argument("config", help="path to campaign.toml")
-    rs = add("resume", "Continue a campaign from its last completed unit (after a crash, a kill or a stop).", cmd_resume)
+    rs = add(
+        "resume",
+        "Continue a campaign from its last completed unit (after a crash, a kill or a stop).",
+        cmd_resume,
+    )
     rs.add_argument("id", help="campaign id (see `restgov status`)")
-    rs.add_argument("--override-gate", action="append", default=[], metavar="GATE",
-                    help="let a failing gate (reward_tests, drift, human) through once; logged with --actor")
-    rs.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who resumes (recorded in the event log)")
-    c = add("criteria", "Show or change a campaign's stopping criteria and gates; every change is logged.", cmd_criteria)
+    rs.add_argument(
+        "--override-gate",
+        action="append",
+        default=[],
+        metavar="GATE",
+        help="let a failing gate (reward_tests, drift, human) through once; logged with --actor",
+    )
+    rs.add_argument(
+        "--actor", default=os.environ.get("USER", "cli"), help="who resumes (recorded in the event log)"
+    )
+    c = add(
+        "criteria",
+        "Show or change a campaign's stopping criteria and gates; every change is logged.",
+        cmd_criteria,
+    )
     c.add_argument("id", help="campaign id")
-    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="e.g. stop.max_grow_steps=3, stop.target_reward=0.9, gates.drift=true, gates.action=stop; "
-                   "VALUE none removes an optional criterion")
+    c.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e.g. stop.max_grow_steps=3, stop.target_reward=0.9, gates.drift=true, gates.action=stop; "
+        "VALUE none removes an optional criterion",
+    )
     c.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who makes the change (recorded)")
     s = add("status", "Show campaigns, or one campaign's per-step table.", cmd_status)
     s.add_argument("id", nargs="?", help="campaign id; omit to list all")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     e = add("export", "Export a campaign's samples with sources, references and rewards.", cmd_export)
     e.add_argument("id", help="campaign id")
-    e.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="output format (default parquet)")
+    e.add_argument(
+        "--format", choices=["parquet", "jsonl"], default="parquet", help="output format (default parquet)"
+    )
     e.add_argument("--out", help="output file (default ID-samples.FORMAT)")
 
     from reward_tests.cli import add_parser as add_reward_test

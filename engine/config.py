@@ -47,8 +47,18 @@ class ScratchModel:
     def __post_init__(self) -> None:
         for f in ("n_layer", "n_head", "n_embd", "vocab_size", "max_length"):
             _check(getattr(self, f) > 0, f"policy.scratch.{f}", getattr(self, f), "must be > 0")
-        _check(self.n_embd % self.n_head == 0, "policy.scratch.n_embd", self.n_embd, "must be a multiple of n_head")
-        _check(self.vocab_size >= 260, "policy.scratch.vocab_size", self.vocab_size, "must be >= 260 (256 bytes + specials)")
+        _check(
+            self.n_embd % self.n_head == 0,
+            "policy.scratch.n_embd",
+            self.n_embd,
+            "must be a multiple of n_head",
+        )
+        _check(
+            self.vocab_size >= 260,
+            "policy.scratch.vocab_size",
+            self.vocab_size,
+            "must be >= 260 (256 bytes + specials)",
+        )
 
 
 @dataclass
@@ -82,7 +92,12 @@ class PolicyConfig:
             {"path": self.path, "scratch": self.scratch is not None},
             "give exactly one of policy.path (a local model directory) or [policy.scratch]",
         )
-        _check("{source}" in self.prompt_template, "policy.prompt_template", self.prompt_template, "must contain {source}")
+        _check(
+            "{source}" in self.prompt_template,
+            "policy.prompt_template",
+            self.prompt_template,
+            "must contain {source}",
+        )
 
 
 @dataclass
@@ -90,14 +105,23 @@ class DataConfig:
     train: str = ""  # JSONL, CSV or Parquet with a source and a reference column
     validation: str = ""
     test: str | None = None
-    bootstrap: str | None = None  # pairs for bootstrap BC when they differ from train (ReST-EM: few worked solutions)
+    bootstrap: str | None = (
+        None  # pairs for bootstrap BC when they differ from train (ReST-EM: few worked solutions)
+    )
     source_field: str = "source"
     reference_field: str = "reference"
     id_field: str | None = None  # default: the row number
 
     def __post_init__(self) -> None:
-        _check(bool(self.train), "data.train", self.train, "a path to a .jsonl, .csv or .parquet file is required")
-        _check(bool(self.validation), "data.validation", self.validation, "a path is required (held-out reward)")
+        _check(
+            bool(self.train),
+            "data.train",
+            self.train,
+            "a path to a .jsonl, .csv or .parquet file is required",
+        )
+        _check(
+            bool(self.validation), "data.validation", self.validation, "a path is required (held-out reward)"
+        )
         for name in ("train", "validation", "test", "bootstrap"):
             p = getattr(self, name)
             if p:
@@ -123,7 +147,12 @@ class RewardConfig:
     def __post_init__(self) -> None:
         _check(self.kind in REWARD_KINDS, "reward.kind", self.kind, f"one of {list(REWARD_KINDS)}")
         if self.kind in ("hf", "minilm"):
-            _check(bool(self.path), "reward.path", self.path, f"a model directory is required for kind {self.kind!r}")
+            _check(
+                bool(self.path),
+                "reward.path",
+                self.path,
+                f"a model directory is required for kind {self.kind!r}",
+            )
         if self.kind == "callable":
             _check(
                 bool(self.function) and ":" in str(self.function),
@@ -144,7 +173,9 @@ class GrowConfig:
     shard_sources: int = 256  # sources per Parquet shard: the unit a resumed Grow restarts from
 
     def __post_init__(self) -> None:
-        _check(self.samples_per_source >= 1, "grow.samples_per_source", self.samples_per_source, "must be >= 1")
+        _check(
+            self.samples_per_source >= 1, "grow.samples_per_source", self.samples_per_source, "must be >= 1"
+        )
         _check(self.temperature > 0, "grow.temperature", self.temperature, "must be > 0")
         _check(0 < self.top_p <= 1, "grow.top_p", self.top_p, "must be in (0, 1]")
         _check(self.max_new_tokens >= 1, "grow.max_new_tokens", self.max_new_tokens, "must be >= 1")
@@ -160,7 +191,9 @@ class ImproveConfig:
     rule: str = "thresholds"  # one of FILTER_RULES
     thresholds: list[float] = field(default_factory=lambda: list(PAPER_THRESHOLDS))
     max_improve_steps: int | None = None  # None: every threshold above the mean reward
-    percentiles: list[float] = field(default_factory=lambda: [50.0, 70.0, 90.0])  # keep reward >= source's p-th pct
+    percentiles: list[float] = field(
+        default_factory=lambda: [50.0, 70.0, 90.0]
+    )  # keep reward >= source's p-th pct
     gammas: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.8])  # tau(x) = g*max + (1-g)*mean
     quantile: float = 0.8  # RAFT: global reward quantile, one Improve per Grow
     loss: str = "bc"  # "bc" (NLL) or "reward_weighted" (J = E[r log p])
@@ -179,18 +212,35 @@ class ImproveConfig:
         _check(self.rule in FILTER_RULES, "improve.rule", self.rule, f"one of {list(FILTER_RULES)}")
         _check(len(self.thresholds) > 0, "improve.thresholds", self.thresholds, "must not be empty")
         _increasing("improve.thresholds", self.thresholds)
-        _check(all(0 <= t <= 1 for t in self.thresholds), "improve.thresholds", self.thresholds, "values in [0, 1]")
+        _check(
+            all(0 <= t <= 1 for t in self.thresholds),
+            "improve.thresholds",
+            self.thresholds,
+            "values in [0, 1]",
+        )
         _increasing("improve.percentiles", self.percentiles)
-        _check(all(0 <= p < 100 for p in self.percentiles), "improve.percentiles", self.percentiles, "values in [0, 100)")
+        _check(
+            all(0 <= p < 100 for p in self.percentiles),
+            "improve.percentiles",
+            self.percentiles,
+            "values in [0, 100)",
+        )
         _increasing("improve.gammas", self.gammas)
         _check(all(0 <= g <= 1 for g in self.gammas), "improve.gammas", self.gammas, "values in [0, 1]")
         _check(0 <= self.quantile < 1, "improve.quantile", self.quantile, "must be in [0, 1)")
         _check(self.loss in ("bc", "reward_weighted"), "improve.loss", self.loss, "'bc' or 'reward_weighted'")
-        _check(self.init in ("warm_start", "restart_from_base"), "improve.init", self.init, "'warm_start' or 'restart_from_base'")
+        _check(
+            self.init in ("warm_start", "restart_from_base"),
+            "improve.init",
+            self.init,
+            "'warm_start' or 'restart_from_base'",
+        )
         _check(self.lr > 0, "improve.lr", self.lr, "must be > 0")
         _check(0 < self.lr_decay <= 1, "improve.lr_decay", self.lr_decay, "must be in (0, 1]")
         _check(self.epochs > 0, "improve.epochs", self.epochs, "must be > 0")
-        _check(self.max_steps is None or self.max_steps > 0, "improve.max_steps", self.max_steps, "must be > 0")
+        _check(
+            self.max_steps is None or self.max_steps > 0, "improve.max_steps", self.max_steps, "must be > 0"
+        )
         _check(self.batch_size > 0, "improve.batch_size", self.batch_size, "must be > 0")
         _check(0 <= self.original_mix <= 1, "improve.original_mix", self.original_mix, "must be in [0, 1]")
         _check(self.eval_every > 0, "improve.eval_every", self.eval_every, "must be > 0")
@@ -212,7 +262,12 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check(all(n >= 1 for n in self.best_of_n), "eval.best_of_n", self.best_of_n, "values >= 1")
         _increasing("eval.best_of_n", self.best_of_n)
-        _check(self.max_sources is None or self.max_sources > 0, "eval.max_sources", self.max_sources, "must be > 0")
+        _check(
+            self.max_sources is None or self.max_sources > 0,
+            "eval.max_sources",
+            self.max_sources,
+            "must be > 0",
+        )
         _check(self.batch_size > 0, "eval.batch_size", self.batch_size, "must be > 0")
 
 
@@ -228,7 +283,12 @@ class StopConfig:
     def __post_init__(self) -> None:
         _check(self.max_grow_steps >= 0, "stop.max_grow_steps", self.max_grow_steps, "must be >= 0")
         _check(self.window >= 1, "stop.window", self.window, "must be >= 1")
-        _check(self.max_samples is None or self.max_samples > 0, "stop.max_samples", self.max_samples, "must be > 0")
+        _check(
+            self.max_samples is None or self.max_samples > 0,
+            "stop.max_samples",
+            self.max_samples,
+            "must be > 0",
+        )
         _check(
             self.max_wall_seconds is None or self.max_wall_seconds > 0,
             "stop.max_wall_seconds",
@@ -242,19 +302,32 @@ class GatesConfig:
     """Governance gates, checked before each Grow; a failing gate pauses (or stops) the campaign."""
 
     action: str = "pause"  # "pause": wait for an operator; "stop": final evaluation, then STOPPED
-    reward_tests: bool = False  # the reward version must pass its unit-test suite (run on validation references)
+    reward_tests: bool = (
+        False  # the reward version must pass its unit-test suite (run on validation references)
+    )
     reward_tests_skip: list[str] = field(default_factory=list)  # suite tests not applied by the gate
     reward_tests_min_pass_rate: float = 0.9
-    drift: bool = False  # drift alarms (latest Grow vs the BC baseline and vs the previous Grow) must be clear
+    drift: bool = (
+        False  # drift alarms (latest Grow vs the BC baseline and vs the previous Grow) must be clear
+    )
     drift_reward_wasserstein: float = 0.1  # W1 / reference std; Evidently's default for large samples
     human_min_ratings: int = 0  # ratings needed on the latest sampled policy (0: no human gate)
     human_min_diff: float | None = None  # human eval diff (latest policy minus base) must not fall below this
 
     def __post_init__(self) -> None:
         _check(self.action in ("pause", "stop"), "gates.action", self.action, "'pause' or 'stop'")
-        _check(0 <= self.reward_tests_min_pass_rate <= 1, "gates.reward_tests_min_pass_rate",
-               self.reward_tests_min_pass_rate, "must be in [0, 1]")
-        _check(self.drift_reward_wasserstein > 0, "gates.drift_reward_wasserstein", self.drift_reward_wasserstein, "must be > 0")
+        _check(
+            0 <= self.reward_tests_min_pass_rate <= 1,
+            "gates.reward_tests_min_pass_rate",
+            self.reward_tests_min_pass_rate,
+            "must be in [0, 1]",
+        )
+        _check(
+            self.drift_reward_wasserstein > 0,
+            "gates.drift_reward_wasserstein",
+            self.drift_reward_wasserstein,
+            "must be > 0",
+        )
         _check(self.human_min_ratings >= 0, "gates.human_min_ratings", self.human_min_ratings, "must be >= 0")
 
 
@@ -357,7 +430,12 @@ def _resolve_paths(cfg: CampaignConfig, base: Path) -> None:
         return str(q if q.is_absolute() else (base / q).resolve())
 
     d = cfg.data
-    d.train, d.validation, d.test, d.bootstrap = res(d.train), res(d.validation), res(d.test), res(d.bootstrap)
+    d.train, d.validation, d.test, d.bootstrap = (
+        res(d.train),
+        res(d.validation),
+        res(d.test),
+        res(d.bootstrap),
+    )
     cfg.policy.path = res(cfg.policy.path)
     cfg.reward.path = res(cfg.reward.path)
 

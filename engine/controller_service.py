@@ -75,11 +75,18 @@ class ControllerService:
             raise ValueError(f"budget {budget!r}: one of {list(RECIPE_BUDGETS)}")
         root = self.recipe_root / budget
         code = "import sys; from engine.recipes import prepare; print(prepare(sys.argv[1], sys.argv[2], sys.argv[3] == '1'))"
-        proc = subprocess.run([sys.executable, "-c", code, name, str(root), "0" if budget == "full" else "1"],
-                              capture_output=True, text=True, cwd=str(ROOT), env=os.environ | {"HF_HUB_OFFLINE": "1"},
-                              timeout=3600)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, name, str(root), "0" if budget == "full" else "1"],
+            capture_output=True,
+            text=True,
+            cwd=str(ROOT),
+            env=os.environ | {"HF_HUB_OFFLINE": "1"},
+            timeout=3600,
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"recipe {name!r} could not be written: {proc.stderr.strip().splitlines()[-1:]}")
+            raise RuntimeError(
+                f"recipe {name!r} could not be written: {proc.stderr.strip().splitlines()[-1:]}"
+            )
         path = Path(proc.stdout.strip().splitlines()[-1])
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
         if budget == "tiny":
@@ -94,8 +101,16 @@ class ControllerService:
         """Prepare, create (and start) a demo campaign in the background; returns a job id for `jobs()`."""
         job = f"{name}-{budget}-{len(self._jobs) + 1}"
         with self._lock:
-            self._jobs[job] = {"job": job, "recipe": name, "budget": budget, "actor": actor, "status": "preparing",
-                               "cid": None, "error": None, "t": time.time()}
+            self._jobs[job] = {
+                "job": job,
+                "recipe": name,
+                "budget": budget,
+                "actor": actor,
+                "status": "preparing",
+                "cid": None,
+                "error": None,
+                "t": time.time(),
+            }
 
         def work() -> None:
             try:
@@ -141,11 +156,21 @@ class ControllerService:
             if row["state"] in ("DONE", "STOPPED"):
                 return False
             ctl = Controller(self.store, on_event=partial(self._on_event, cid))
-            th = threading.Thread(target=self._run, args=(cid, ctl, tuple(override_gates), actor), name=f"campaign-{cid}",
-                                  daemon=True)
+            th = threading.Thread(
+                target=self._run,
+                args=(cid, ctl, tuple(override_gates), actor),
+                name=f"campaign-{cid}",
+                daemon=True,
+            )
             self._runs[cid] = (ctl, th)
-            self._live[cid] = {"step_key": None, "desc": None, "losses": deque(maxlen=self._keep), "error": None,
-                               "started_at": time.time(), "finished": None}
+            self._live[cid] = {
+                "step_key": None,
+                "desc": None,
+                "losses": deque(maxlen=self._keep),
+                "error": None,
+                "started_at": time.time(),
+                "finished": None,
+            }
         verb = "started" if row["state"] == "CREATED" else f"resumed from {row['state']}"
         extra = f", overriding gate(s) {', '.join(override_gates)} once" if override_gates else ""
         self.store.add_event(cid, "request", f"campaign {verb} from the dashboard{extra}", actor=actor)
@@ -174,7 +199,9 @@ class ControllerService:
         Raises engine.config.ConfigError naming the field.
         """
         if section not in CRITERIA_SECTIONS:
-            raise ValueError(f"section {section!r}: only {list(CRITERIA_SECTIONS)} can be changed on a campaign")
+            raise ValueError(
+                f"section {section!r}: only {list(CRITERIA_SECTIONS)} can be changed on a campaign"
+            )
         row = self.store.campaign(cid)
         if row is None:
             raise KeyError(f"no campaign {cid!r}")
@@ -195,7 +222,9 @@ class ControllerService:
         row = self.store.campaign(cid)
         if row is None or row["state"] in TERMINAL and row["state"] != "FAILED":
             return False
-        self.store.set_state(cid, "STOPPED", f"campaign stopped by {actor}", actor=actor, reason=f"stopped by {actor}")
+        self.store.set_state(
+            cid, "STOPPED", f"campaign stopped by {actor}", actor=actor, reason=f"stopped by {actor}"
+        )
         return True
 
     def _request(self, cid: str, state: str, actor: str) -> bool:
@@ -234,7 +263,10 @@ class ControllerService:
             if kind == "progress":
                 if ev.get("desc") != live["desc"]:  # a new phase: its own rate and ETA
                     live.update(desc=ev.get("desc"), t0=ev.get("t", time.time()), done0=ev.get("done", 0))
-                live.update({k: ev.get(k) for k in ("done", "total", "samples_per_s", "val_reward")} | {"t": ev.get("t")})
+                live.update(
+                    {k: ev.get(k) for k in ("done", "total", "samples_per_s", "val_reward")}
+                    | {"t": ev.get("t")}
+                )
                 if ev.get("loss") is not None:
                     live["loss"] = ev["loss"]
                     live["losses"].append({"step_key": step_key, "step": ev.get("done"), "loss": ev["loss"]})

@@ -36,7 +36,9 @@ class DataError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         more = len(self.problems) - MAX_SHOWN
-        super().__init__("\n".join(self.problems[:MAX_SHOWN] + ([f"... and {more} more"] if more > 0 else [])))
+        super().__init__(
+            "\n".join(self.problems[:MAX_SHOWN] + ([f"... and {more} more"] if more > 0 else []))
+        )
 
 
 Row = tuple[str, dict[str, Any] | None]  # (where, record); None: the row's problem is already recorded
@@ -95,7 +97,9 @@ def _csv(data: bytes, label: str, problems: list[str]) -> Parsed:
                 problems.append(f"{where}: {len(cells)} fields but the header has {len(header)}")
                 rows.append((where, None))
             else:
-                rows.append((where, dict(zip(header, cells, strict=False))))  # short rows leave fields missing
+                rows.append(
+                    (where, dict(zip(header, cells, strict=False)))
+                )  # short rows leave fields missing
     except csv.Error as e:
         problems.append(f"{label} line {end + 1}: malformed CSV ({e})")
     if header is None:
@@ -112,7 +116,11 @@ def _parquet(data: bytes, label: str, problems: list[str]) -> Parsed:
     return label, table.column_names, [(f"{label} row {i}", r) for i, r in enumerate(table.to_pylist())]
 
 
-READERS: dict[str, Callable[[bytes, str, list[str]], Parsed]] = {".jsonl": _jsonl, ".csv": _csv, ".parquet": _parquet}
+READERS: dict[str, Callable[[bytes, str, list[str]], Parsed]] = {
+    ".jsonl": _jsonl,
+    ".csv": _csv,
+    ".parquet": _parquet,
+}
 
 
 def _suffix(path: Path) -> str:
@@ -121,7 +129,9 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def _text(rec: dict[str, Any], field: str, where: str, problems: list[str], optional: bool = False) -> str | None:
+def _text(
+    rec: dict[str, Any], field: str, where: str, problems: list[str], optional: bool = False
+) -> str | None:
     """The field as a non-blank string ("" if optional and blank or absent), or None after recording why not."""
     v = rec.get(field)
     v = None if isinstance(v, float) and math.isnan(v) else v  # pandas writes NaN for missing cells
@@ -132,7 +142,9 @@ def _text(rec: dict[str, Any], field: str, where: str, problems: list[str], opti
     s = "" if v is None else v if isinstance(v, str) else str(v)
     if s.strip() or optional:
         return s if s.strip() else ""
-    problems.append(f"{where}: field '{field}' is {'missing' if field not in rec else 'null' if v is None else 'empty'}")
+    problems.append(
+        f"{where}: field '{field}' is {'missing' if field not in rec else 'null' if v is None else 'empty'}"
+    )
     return None
 
 
@@ -141,18 +153,27 @@ def _position(problem: str, label: str) -> int:
     return int(words[1]) if len(words) == 2 else -1
 
 
-def load_examples(path: str | Path, source_field: str = "source", reference_field: str = "reference",
-                  id_field: str | None = None, allow_missing_reference: bool = False) -> list[Example]:
+def load_examples(
+    path: str | Path,
+    source_field: str = "source",
+    reference_field: str = "reference",
+    id_field: str | None = None,
+    allow_missing_reference: bool = False,
+) -> list[Example]:
     """Read every row of a .jsonl/.csv/.parquet file; raise DataError listing all bad rows."""
     label, path = str(path), Path(path)
     if not path.is_file() and _suffix(path):
         raise DataError([f"{label}: no such file"])
     problems: list[str] = []
     header_at, columns, rows = READERS[_suffix(path)](path.read_bytes(), label, problems)
-    required = [source_field] + ([] if allow_missing_reference else [reference_field]) + [id_field or source_field]
+    required = (
+        [source_field] + ([] if allow_missing_reference else [reference_field]) + [id_field or source_field]
+    )
     missing = [f for f in dict.fromkeys(required) if columns is not None and f not in columns]
     if missing:  # reported once rather than once per row
-        raise DataError(problems + [f"{header_at}: column '{f}' is missing (columns: {columns})" for f in missing])
+        raise DataError(
+            problems + [f"{header_at}: column '{f}' is missing (columns: {columns})" for f in missing]
+        )
     seen: dict[str, str] = {}  # id -> where it first appeared
     out: list[Example] = []
     for row_no, (where, rec) in enumerate(rows):
@@ -190,7 +211,9 @@ def write_examples(path: str | Path, examples: list[Example]) -> None:
     rows = [(e.id, e.source, e.reference) for e in examples]
     if suffix == ".jsonl":
         with path.open("w", encoding="utf-8", newline="\n") as f:
-            f.writelines(json.dumps(dict(zip(COLUMNS, r, strict=True)), ensure_ascii=False) + "\n" for r in rows)
+            f.writelines(
+                json.dumps(dict(zip(COLUMNS, r, strict=True)), ensure_ascii=False) + "\n" for r in rows
+            )
     elif suffix == ".csv":
         with path.open("w", encoding="utf-8", newline="") as f:  # newline="": csv quotes embedded newlines
             csv.writer(f).writerows([COLUMNS, *rows])

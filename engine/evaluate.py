@@ -24,12 +24,25 @@ class EvalResult:
     rewards: list[float]
 
 
-def mean_reward(policy: Policy, reward: RewardModel, examples: list[Example], max_new_tokens: int, batch_size: int) -> EvalResult:
+def mean_reward(
+    policy: Policy, reward: RewardModel, examples: list[Example], max_new_tokens: int, batch_size: int
+) -> EvalResult:
     """Greedy-decode every source once and score it: the campaign's held-out reward."""
-    cands = sample(policy, [e.source for e in examples], k=1, greedy=True, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    cands = sample(
+        policy,
+        [e.source for e in examples],
+        k=1,
+        greedy=True,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
     outs = [c.text for c in cands]
     rewards = checked_scores(
-        reward, [e.source for e in examples], outs, [e.reference for e in examples], ids=[e.id for e in examples]
+        reward,
+        [e.source for e in examples],
+        outs,
+        [e.reference for e in examples],
+        ids=[e.id for e in examples],
     )
     return EvalResult(float(np.mean(rewards)) if rewards else float("nan"), len(rewards), outs, rewards)
 
@@ -47,10 +60,20 @@ def best_of_n(
 ) -> dict[int, float]:
     """Mean over sources of max reward among the first N temperature samples, for each N in `ns`."""
     k = max(ns)
-    cands = sample(policy, [e.source for e in examples], k=k, temperature=temperature, top_p=top_p,
-                   max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    cands = sample(
+        policy,
+        [e.source for e in examples],
+        k=k,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+    )
     srcs = [examples[c.source_index].source for c in cands]
     refs = [examples[c.source_index].reference for c in cands]
     ids = [f"{examples[c.source_index].id}#{c.sample_index}" for c in cands]
-    r = np.asarray(checked_scores(reward, srcs, [c.text for c in cands], refs, ids=ids)).reshape(len(examples), k)
+    r = np.asarray(checked_scores(reward, srcs, [c.text for c in cands], refs, ids=ids)).reshape(
+        len(examples), k
+    )
     return {n: float(r[:, :n].max(axis=1).mean()) for n in ns}

@@ -35,11 +35,19 @@ def reward_tests_gate(store, cfg: CampaignConfig, version: str) -> GateResult | 
     if run is None:
         return None
     results = store.reward_test_results(run["run_id"])
-    failed = [r["test"] for r in results if r["passed"] is False and r["test"] not in cfg.gates.reward_tests_skip]
-    figures = {"run_id": run["run_id"], "reward_version": version, "failed": failed,
-               "pass_rates": {r["test"]: r["pass_rate"] for r in results}}
+    failed = [
+        r["test"] for r in results if r["passed"] is False and r["test"] not in cfg.gates.reward_tests_skip
+    ]
+    figures = {
+        "run_id": run["run_id"],
+        "reward_version": version,
+        "failed": failed,
+        "pass_rates": {r["test"]: r["pass_rate"] for r in results},
+    }
     if failed:
-        return GateResult("reward_tests", False, f"reward {version} fails its unit tests: {', '.join(failed)}", figures)
+        return GateResult(
+            "reward_tests", False, f"reward {version} fails its unit tests: {', '.join(failed)}", figures
+        )
     return GateResult("reward_tests", True, f"reward {version} passes its unit tests", figures)
 
 
@@ -68,11 +76,26 @@ def human_gate(store, cfg: CampaignConfig, cid: str, latest_policy: str) -> Gate
     rows = [r for r in store.ratings(cid) if {r["policy_a"], r["policy_b"]} == {"base", latest_policy}]
     figures = {"policy": latest_policy, "n_ratings": len(rows), "min_ratings": g.human_min_ratings}
     if len(rows) < g.human_min_ratings:
-        return GateResult("human", False, f"{len(rows)} ratings of {latest_policy} vs base, {g.human_min_ratings} required", figures)
+        return GateResult(
+            "human",
+            False,
+            f"{len(rows)} ratings of {latest_policy} vs base, {g.human_min_ratings} required",
+            figures,
+        )
     if g.human_min_diff is not None and rows:
         d = human_eval_diff(rows, baseline="base")
-        figures |= {"diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "min_diff": g.human_min_diff}
+        figures |= {
+            "diff": d["diff"],
+            "ci_low": d["ci_low"],
+            "ci_high": d["ci_high"],
+            "min_diff": g.human_min_diff,
+        }
         if d["diff"] < g.human_min_diff:
-            return GateResult("human", False, f"human eval diff {d['diff']:+.3f} of {latest_policy} vs base is below "
-                              f"{g.human_min_diff:+.3f}", figures)
+            return GateResult(
+                "human",
+                False,
+                f"human eval diff {d['diff']:+.3f} of {latest_policy} vs base is below "
+                f"{g.human_min_diff:+.3f}",
+                figures,
+            )
     return GateResult("human", True, f"{len(rows)} ratings of {latest_policy}", figures)

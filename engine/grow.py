@@ -57,7 +57,11 @@ def sample(
     try:
         for start in range(0, len(order), per_call):
             idx = order[start : start + per_call]
-            out.extend(_sample_batch(policy, [prompts[i] for i in idx], idx, k, temperature, top_p, max_new_tokens, greedy, gen))
+            out.extend(
+                _sample_batch(
+                    policy, [prompts[i] for i in idx], idx, k, temperature, top_p, max_new_tokens, greedy, gen
+                )
+            )
             if on_batch:
                 on_batch(len(idx))
     finally:
@@ -66,7 +70,9 @@ def sample(
     return out
 
 
-def _sample_batch(policy, prompts, idx, k, temperature, top_p, max_new_tokens, greedy, gen) -> list[Candidate]:
+def _sample_batch(
+    policy, prompts, idx, k, temperature, top_p, max_new_tokens, greedy, gen
+) -> list[Candidate]:
     tok, device = policy.tokenizer, policy.device
     width = max(len(p) for p in prompts)
     pad = tok.pad_token_id
@@ -74,7 +80,11 @@ def _sample_batch(policy, prompts, idx, k, temperature, top_p, max_new_tokens, g
     attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     # One seed per batch drawn from the campaign generator keeps results independent of the device RNG state.
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-    kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    kwargs = (
+        dict(do_sample=False)
+        if greedy
+        else dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    )
     with autocast(device):
         res = policy.model.generate(
             input_ids=input_ids,

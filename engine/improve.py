@@ -53,7 +53,9 @@ def _collate(batch: list[tuple[list[int], list[int], float]], pad: int, device: 
     return ids, attn, labels, weights
 
 
-def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, int]:
+def weighted_nll(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, int]:
     """Mean over target tokens of w_example * -log p(token). Returns (loss, number of target tokens)."""
     logits, labels = logits[:, :-1].float(), labels[:, 1:]  # predict token t+1 from prefix <= t
     mask = labels != -100
@@ -129,7 +131,9 @@ def fine_tune(
         order = list(range(len(encoded)))
         rng.shuffle(order)
         for b in range(0, len(order), batch_size):
-            ids, attn, labels, w = _collate([encoded[i] for i in order[b : b + batch_size]], policy.tokenizer.pad_token_id, device)
+            ids, attn, labels, w = _collate(
+                [encoded[i] for i in order[b : b + batch_size]], policy.tokenizer.pad_token_id, device
+            )
             with autocast(device):
                 logits = model(input_ids=ids, attention_mask=attn).logits
             loss, n = weighted_nll(logits, labels, w)

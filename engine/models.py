@@ -50,7 +50,9 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, bos_token=EOS)
 
 
-def build_scratch_policy(spec: ScratchModel, texts: list[str], seed: int) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
+def build_scratch_policy(
+    spec: ScratchModel, texts: list[str], seed: int
+) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
     tok = train_tokenizer(texts, spec.vocab_size)
     torch.manual_seed(seed)
     cfg = GPT2Config(
@@ -75,10 +77,15 @@ class Policy:
 
     @property
     def max_length(self) -> int:
-        return int(getattr(self.model.config, "n_positions", None) or getattr(self.model.config, "max_position_embeddings", 1024))
+        return int(
+            getattr(self.model.config, "n_positions", None)
+            or getattr(self.model.config, "max_position_embeddings", 1024)
+        )
 
     def prompt_ids(self, source: str) -> list[int]:
-        return self.tokenizer(self.prompt_template.format(source=source), add_special_tokens=False)["input_ids"]
+        return self.tokenizer(self.prompt_template.format(source=source), add_special_tokens=False)[
+            "input_ids"
+        ]
 
     def target_ids(self, target: str) -> list[int]:
         return self.tokenizer(target, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
@@ -88,7 +95,9 @@ def load_policy(path: str | Path, prompt_template: str, device: str | None = Non
     """Load a local causal-LM directory; nothing is fetched from a hub and remote code stays off."""
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"policy directory {path} has no config.json (expected a save_pretrained directory)")
+        raise FileNotFoundError(
+            f"policy directory {path} has no config.json (expected a save_pretrained directory)"
+        )
     device = device or pick_device()
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     if tok.pad_token is None:

@@ -24,8 +24,9 @@ def _by_task(ratings: list[dict]) -> dict[int, list[dict]]:
     return out
 
 
-def human_eval_diff(ratings: list[dict], baseline: str = "a", confidence: float = 0.95,
-                    n_resamples: int = 9999, seed: int = 0) -> dict:
+def human_eval_diff(
+    ratings: list[dict], baseline: str = "a", confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0
+) -> dict:
     """Mean score per policy and diff = other policy minus baseline, with a bootstrap CI over tasks.
 
     `ratings` are rows of `Store.ratings(cid)` for one policy pair; `baseline` is "a", "b" or a policy name.
@@ -34,8 +35,10 @@ def human_eval_diff(ratings: list[dict], baseline: str = "a", confidence: float 
     """
     pairs = {(r["policy_a"], r["policy_b"]) for r in ratings}
     if len(pairs) != 1:
-        raise ValueError(f"human_eval_diff needs ratings of exactly one policy pair, got {sorted(pairs)}; "
-                         "use human_eval_table for several")
+        raise ValueError(
+            f"human_eval_diff needs ratings of exactly one policy pair, got {sorted(pairs)}; "
+            "use human_eval_table for several"
+        )
     ((pa, pb),) = pairs
     if baseline in ("a", pa):
         base, other, flip = pa, pb, False
@@ -53,15 +56,31 @@ def human_eval_diff(ratings: list[dict], baseline: str = "a", confidence: float 
         lo = hi = float(d[0])  # every resample has the same mean; scipy would warn about a degenerate sample
     elif len(d) >= 2:
         # Percentile interval: BCa's jackknife misbehaves on the heavily tied integer scores of small batches.
-        res = sps.bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                            method="percentile", rng=np.random.default_rng(seed))
+        res = sps.bootstrap(
+            (d,),
+            np.mean,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
         lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     diff = float(d.mean()) if len(d) else float("nan")
     verdict = other if lo > 0 else base if hi < 0 else "no clear preference"
     return {
-        "baseline": base, "other": other, "n_tasks": len(d), "n_ratings": len(ratings),
-        "mean": {pa: float(ma.mean()) if len(ma) else float("nan"), pb: float(mb.mean()) if len(mb) else float("nan")},
-        "diff": diff, "ci_low": lo, "ci_high": hi, "confidence": confidence, "preferred": verdict,
+        "baseline": base,
+        "other": other,
+        "n_tasks": len(d),
+        "n_ratings": len(ratings),
+        "mean": {
+            pa: float(ma.mean()) if len(ma) else float("nan"),
+            pb: float(mb.mean()) if len(mb) else float("nan"),
+        },
+        "diff": diff,
+        "ci_low": lo,
+        "ci_high": hi,
+        "confidence": confidence,
+        "preferred": verdict,
         # The preference each rating implies (the paper's protocol: a preference follows from the scores).
         "win": float(np.mean(per_rating > 0)) if len(ratings) else float("nan"),
         "tie": float(np.mean(per_rating == 0)) if len(ratings) else float("nan"),
@@ -121,15 +140,25 @@ def agreement(ratings: list[dict]) -> dict:
             mat[ci[r["annotator"]], ui[(r["task_id"], s)]] = r[f"score_{s}"]
     alpha = krippendorff_alpha_interval(mat) if len(units) else float("nan")
     pairable = int((np.sum(~np.isnan(mat), 0) >= 2).sum()) if len(units) else 0
-    return {"alpha": alpha, "label": reliability_label(alpha), "annotators": len(coders), "units": len(units),
-            "pairable_units": pairable}
+    return {
+        "alpha": alpha,
+        "label": reliability_label(alpha),
+        "annotators": len(coders),
+        "units": len(units),
+        "pairable_units": pairable,
+    }
 
 
 def reward_human_correlation(pairs: Iterable[tuple[float, float]]) -> dict:
     """Spearman rho and Kendall tau (tau-b) of (reward, human score) pairs, with two-sided p-values."""
     arr = np.asarray(list(pairs), dtype=float).reshape(-1, 2)
-    out = {"n": len(arr), "spearman_rho": float("nan"), "spearman_p": float("nan"),
-           "kendall_tau": float("nan"), "kendall_p": float("nan")}
+    out = {
+        "n": len(arr),
+        "spearman_rho": float("nan"),
+        "spearman_p": float("nan"),
+        "kendall_tau": float("nan"),
+        "kendall_p": float("nan"),
+    }
     # Fewer than 3 points, or a constant column, has no defined rank correlation: report NaN, not a warning.
     if len(arr) < 3 or np.ptp(arr[:, 0]) == 0 or np.ptp(arr[:, 1]) == 0:
         return out
@@ -137,7 +166,12 @@ def reward_human_correlation(pairs: Iterable[tuple[float, float]]) -> dict:
         warnings.simplefilter("ignore")
         rho, p = sps.spearmanr(arr[:, 0], arr[:, 1])
         tau, q = sps.kendalltau(arr[:, 0], arr[:, 1])
-    return out | {"spearman_rho": float(rho), "spearman_p": float(p), "kendall_tau": float(tau), "kendall_p": float(q)}
+    return out | {
+        "spearman_rho": float(rho),
+        "spearman_p": float(p),
+        "kendall_tau": float(tau),
+        "kendall_p": float(q),
+    }
 
 
 def correlation_by_grow(rows: list[dict]) -> list[dict]:
@@ -152,5 +186,9 @@ def correlation_by_grow(rows: list[dict]) -> list[dict]:
 def rating_stats(store, cid: str, seed: int = 0) -> dict:
     """Everything the CLI and the dashboard show about a campaign's ratings."""
     rows = store.ratings(cid)
-    return {"progress": store.progress(cid), "pairs": human_eval_table(rows, seed=seed), "agreement": agreement(rows),
-            "correlation": correlation_by_grow(store.rated_rewards(cid))}
+    return {
+        "progress": store.progress(cid),
+        "pairs": human_eval_table(rows, seed=seed),
+        "agreement": agreement(rows),
+        "correlation": correlation_by_grow(store.rated_rewards(cid)),
+    }

@@ -10,8 +10,10 @@ import os
 import sys
 from typing import Any
 
-HELP = ("Refresh a campaign's learned reward (kind minilm) from its human ratings and switch the campaign to it; "
-        "exits 1 if the new version fails its unit tests.")
+HELP = (
+    "Refresh a campaign's learned reward (kind minilm) from its human ratings and switch the campaign to it; "
+    "exits 1 if the new version fails its unit tests."
+)
 
 
 def _f(x: float | None) -> str:
@@ -22,20 +24,28 @@ def _print(res: dict) -> None:
     print(f"campaign {res['campaign']}: reward {res['parent_version']} -> {res['version']} ({res['name']})")
     print(f"new head: {res['path']}")
     no_ref = f", {res['n_without_reference']} without a reference" if res["n_without_reference"] else ""
-    print(f"rated pairs: {res['n_pairs']} from {res['n_rated_tasks']} rated tasks ({res['n_ties_dropped']} ties dropped"
-          f"{no_ref}); "
-          f"{res['n_train']} trained on, {res['n_heldout']} held out; anchored on {res['n_anchor']} unrated samples")
+    print(
+        f"rated pairs: {res['n_pairs']} from {res['n_rated_tasks']} rated tasks ({res['n_ties_dropped']} ties dropped"
+        f"{no_ref}); "
+        f"{res['n_train']} trained on, {res['n_heldout']} held out; anchored on {res['n_anchor']} unrated samples"
+    )
     print(f"pairwise accuracy (rated pairs): {_f(res['accuracy_before'])} -> {_f(res['accuracy_after'])}")
     if res["n_heldout"]:
-        print(f"pairwise accuracy (held out):    {_f(res['heldout_accuracy_before'])} -> {_f(res['heldout_accuracy_after'])}")
-    print(f"mean reward change: {_f(res['mean_abs_shift'])} on rated texts, {_f(res['anchor_mean_abs_shift'])} on anchors")
+        print(
+            f"pairwise accuracy (held out):    {_f(res['heldout_accuracy_before'])} -> {_f(res['heldout_accuracy_after'])}"
+        )
+    print(
+        f"mean reward change: {_f(res['mean_abs_shift'])} on rated texts, {_f(res['anchor_mean_abs_shift'])} on anchors"
+    )
     ut, parent = res["unit_tests"], res["parent_unit_tests"]
     if ut is None:
         print("unit tests of the new version: not run (the campaign has no validation references)")
     else:
         failed = f" (failed: {', '.join(ut['failed'])})" if ut["failed"] else ""
-        print(f"unit tests of the new version: {ut['verdict'].upper()}{failed} on {ut['n_pairs']} validation "
-              f"references, recorded as {ut['run_id']}")
+        print(
+            f"unit tests of the new version: {ut['verdict'].upper()}{failed} on {ut['n_pairs']} validation "
+            f"references, recorded as {ut['run_id']}"
+        )
     if parent is not None:
         failed = f" (failed: {', '.join(parent['failed'])})" if parent["failed"] else ""
         print(f"unit tests of the parent: {parent['verdict'].upper()}{failed}, run {parent['run_id']}")
@@ -52,16 +62,29 @@ def cmd_reward_refresh(a: argparse.Namespace) -> int:
     from .rewards import RewardError
     from .rewards.refresh import refresh_campaign_reward
 
-    train: dict[str, Any] = {k: v for k, v in (("epochs", a.epochs), ("lr", a.lr), ("anchor_weight", a.anchor_weight))
-                             if v is not None}
+    train: dict[str, Any] = {
+        k: v
+        for k, v in (("epochs", a.epochs), ("lr", a.lr), ("anchor_weight", a.anchor_weight))
+        if v is not None
+    }
     store = _open_store(a.db)
     try:
         if store.campaign(a.id) is None:
-            print(f"error: no campaign {a.id!r} in {store.path}; `restgov status --db {store.path}` lists them",
-                  file=sys.stderr)
+            print(
+                f"error: no campaign {a.id!r} in {store.path}; `restgov status --db {store.path}` lists them",
+                file=sys.stderr,
+            )
             return 2
-        res = refresh_campaign_reward(store, a.id, a.out, actor=a.actor, apply=not a.no_switch,
-                                      n_validation=a.n_validation, seed=a.seed, **train)
+        res = refresh_campaign_reward(
+            store,
+            a.id,
+            a.out,
+            actor=a.actor,
+            apply=not a.no_switch,
+            n_validation=a.n_validation,
+            seed=a.seed,
+            **train,
+        )
     except (RewardError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -76,20 +99,35 @@ def cmd_reward_refresh(a: argparse.Namespace) -> int:
 
 def add_parser(sub: Any, default_db: str) -> argparse.ArgumentParser:
     """Register `reward-refresh` on the main parser's subcommands (engine/cli.py)."""
-    p = sub.add_parser("reward-refresh", help=HELP, description=HELP + " The new head is registered in "
-                       "reward_models, unit-tested on up to --n-validation validation references, and logged as a "
-                       "'reward_refresh' event.")
+    p = sub.add_parser(
+        "reward-refresh",
+        help=HELP,
+        description=HELP + " The new head is registered in "
+        "reward_models, unit-tested on up to --n-validation validation references, and logged as a "
+        "'reward_refresh' event.",
+    )
     p.add_argument("id", help="campaign id (its reward must be kind 'minilm')")
-    p.add_argument("--out", help="directory for the new head (default RUN_DIR/reward_heads/refresh-TIMESTAMP)")
+    p.add_argument(
+        "--out", help="directory for the new head (default RUN_DIR/reward_heads/refresh-TIMESTAMP)"
+    )
     p.add_argument("--db", default=default_db, help=f"DuckDB file (default {default_db}; env RESTGOV_DB)")
-    p.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who refreshed it (recorded; default $USER)")
-    p.add_argument("--no-switch", action="store_true",
-                   help="register and unit-test the new version, but leave the campaign on its current reward")
+    p.add_argument(
+        "--actor", default=os.environ.get("USER", "cli"), help="who refreshed it (recorded; default $USER)"
+    )
+    p.add_argument(
+        "--no-switch",
+        action="store_true",
+        help="register and unit-test the new version, but leave the campaign on its current reward",
+    )
     p.add_argument("--epochs", type=int, help="passes over the rated pairs (default: at least 300 steps)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--anchor-weight", type=float, help="weight of staying near the old rewards (default 0.05)")
+    p.add_argument(
+        "--anchor-weight", type=float, help="weight of staying near the old rewards (default 0.05)"
+    )
     p.add_argument("--seed", type=int, default=0, help="held-out split and batch order (default 0)")
-    p.add_argument("--n-validation", type=int, default=200, help="validation references to unit-test on (default 200)")
+    p.add_argument(
+        "--n-validation", type=int, default=200, help="validation references to unit-test on (default 200)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=cmd_reward_refresh)
     return p

@@ -89,29 +89,55 @@ def _evaluator(ctx: Ctx, policy, val: list[Example]):
     from .evaluate import mean_reward
 
     def evaluate() -> float:
-        return mean_reward(policy, ctx.reward, val, ctx.cfg.grow.max_new_tokens, ctx.cfg.eval.batch_size).mean_reward
+        return mean_reward(
+            policy, ctx.reward, val, ctx.cfg.grow.max_new_tokens, ctx.cfg.eval.batch_size
+        ).mean_reward
 
     return evaluate
 
 
-def _train(ctx: Ctx, policy, examples, lr: float, epochs: float, batch_size: int, max_steps, evaluate, desc: str):
+def _train(
+    ctx: Ctx, policy, examples, lr: float, epochs: float, batch_size: int, max_steps, evaluate, desc: str
+):
     from .improve import fine_tune
 
     imp = ctx.cfg.improve
     curve: list[dict] = []
 
     def on_step(p: dict) -> None:
-        curve.append({"step_key": ctx.task["step_key"]} | {k: p[k] for k in ("step", "loss", "lr", "val_reward")})
+        curve.append(
+            {"step_key": ctx.task["step_key"]} | {k: p[k] for k in ("step", "loss", "lr", "val_reward")}
+        )
         if p["val_reward"] is not None or p["step"] % 5 == 0 or p["step"] == p["total"]:
             ctx.progress(desc, p["step"], p["total"], loss=p["loss"], val_reward=p["val_reward"])
 
     res = fine_tune(
-        policy, examples, lr=lr, epochs=epochs, batch_size=batch_size, seed=unit_seed(ctx.cfg.seed, ctx.task["step_key"]),
-        max_steps=max_steps, evaluate=evaluate, eval_every=imp.eval_every, patience=imp.patience, on_step=on_step,
+        policy,
+        examples,
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=unit_seed(ctx.cfg.seed, ctx.task["step_key"]),
+        max_steps=max_steps,
+        evaluate=evaluate,
+        eval_every=imp.eval_every,
+        patience=imp.patience,
+        on_step=on_step,
     )
     write_parquet_atomic(
         ctx.dir / "shards" / "curve.parquet",
-        pa.Table.from_pylist(curve, schema=pa.schema([("step_key", pa.string()), ("step", pa.int32()), ("loss", pa.float64()), ("lr", pa.float64()), ("val_reward", pa.float64())])),
+        pa.Table.from_pylist(
+            curve,
+            schema=pa.schema(
+                [
+                    ("step_key", pa.string()),
+                    ("step", pa.int32()),
+                    ("loss", pa.float64()),
+                    ("lr", pa.float64()),
+                    ("val_reward", pa.float64()),
+                ]
+            ),
+        ),
     )
     return res
 
@@ -140,7 +166,12 @@ def run_bootstrap(ctx: Ctx) -> dict:
         exs = [TrainExample(e.source, e.reference) for e in train]
         evaluate = _evaluator(ctx, policy, val) if bc.early_stopping else None
         res = _train(ctx, policy, exs, bc.lr, bc.epochs, bc.batch_size, None, evaluate, "bootstrap BC")
-        result |= {"steps": res.steps, "tokens": res.tokens, "train_seconds": res.seconds, "best_step": res.best_step}
+        result |= {
+            "steps": res.steps,
+            "tokens": res.tokens,
+            "train_seconds": res.seconds,
+            "best_step": res.best_step,
+        }
         result["val_reward"] = res.best_reward
     if result.get("val_reward") is None:
         ctx.progress("validation", 0, len(val))
@@ -180,30 +211,81 @@ def run_grow(ctx: Ctx) -> dict:
         def on_batch(n: int) -> None:
             nonlocal done_sources
             done_sources += n
-            ctx.progress(f"grow {g}", done_sources, len(train), samples_per_s=done_sources * k / max(time.perf_counter() - t0, 1e-9))
+            ctx.progress(
+                f"grow {g}",
+                done_sources,
+                len(train),
+                samples_per_s=done_sources * k / max(time.perf_counter() - t0, 1e-9),
+            )
 
-        cands = sample(policy, [e.source for e in block], k, cfg.grow.temperature, cfg.grow.top_p, cfg.grow.max_new_tokens,
-                       cfg.grow.batch_size, seed=unit_seed(cfg.seed, "grow", g, j), on_batch=on_batch)
-        rows = [dict(source_id=block[c.source_index].id, sample_idx=c.sample_index, text=c.text, n_tokens=c.n_tokens,
-                     sum_logprob=c.sum_logprob, policy=task["policy"]) for c in cands]
-        rows += [dict(source_id=e.id, sample_idx=-1, text=e.reference, n_tokens=None, sum_logprob=None, policy="reference")
-                 for e, m in zip(block, mixed[j * per : (j + 1) * per]) if m]
+        cands = sample(
+            policy,
+            [e.source for e in block],
+            k,
+            cfg.grow.temperature,
+            cfg.grow.top_p,
+            cfg.grow.max_new_tokens,
+            cfg.grow.batch_size,
+            seed=unit_seed(cfg.seed, "grow", g, j),
+            on_batch=on_batch,
+        )
+        rows = [
+            dict(
+                source_id=block[c.source_index].id,
+                sample_idx=c.sample_index,
+                text=c.text,
+                n_tokens=c.n_tokens,
+                sum_logprob=c.sum_logprob,
+                policy=task["policy"],
+            )
+            for c in cands
+        ]
+        rows += [
+            dict(
+                source_id=e.id,
+                sample_idx=-1,
+                text=e.reference,
+                n_tokens=None,
+                sum_logprob=None,
+                policy="reference",
+            )
+            for e, m in zip(block, mixed[j * per : (j + 1) * per])
+            if m
+        ]
         by_id = {e.id: e for e in block}
-        rewards = checked_scores(ctx.reward, [by_id[r["source_id"]].source for r in rows], [r["text"] for r in rows],
-                                 [by_id[r["source_id"]].reference for r in rows], ids=[f"{r['source_id']}#{r['sample_idx']}" for r in rows])
+        rewards = checked_scores(
+            ctx.reward,
+            [by_id[r["source_id"]].source for r in rows],
+            [r["text"] for r in rows],
+            [by_id[r["source_id"]].reference for r in rows],
+            ids=[f"{r['source_id']}#{r['sample_idx']}" for r in rows],
+        )
         for r, v in zip(rows, rewards):
             r["grow"], r["reward"], r["reward_version"] = g, v, ctx.reward.version
         write_parquet_atomic(path, pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA))
         ctx.events.emit("shard", path=str(path))
-    return {"grow": g, "shards": n_shards, "seconds": time.perf_counter() - t0,
-            "reward_name": ctx.reward.name, "reward_version": ctx.reward.version}
+    return {
+        "grow": g,
+        "shards": n_shards,
+        "seconds": time.perf_counter() - t0,
+        "reward_name": ctx.reward.name,
+        "reward_version": ctx.reward.version,
+    }
 
 
-SAMPLE_SCHEMA = pa.schema([
-    ("grow", pa.int32()), ("source_id", pa.string()), ("sample_idx", pa.int32()), ("text", pa.string()),
-    ("n_tokens", pa.int32()), ("sum_logprob", pa.float64()), ("policy", pa.string()), ("reward", pa.float64()),
-    ("reward_version", pa.string()),
-])
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("grow", pa.int32()),
+        ("source_id", pa.string()),
+        ("sample_idx", pa.int32()),
+        ("text", pa.string()),
+        ("n_tokens", pa.int32()),
+        ("sum_logprob", pa.float64()),
+        ("policy", pa.string()),
+        ("reward", pa.float64()),
+        ("reward_version", pa.string()),
+    ]
+)
 
 
 def run_improve(ctx: Ctx) -> dict:
@@ -218,12 +300,26 @@ def run_improve(ctx: Ctx) -> dict:
     policy = load_policy(task["init_path"], cfg.policy.prompt_template)
     val = ctx.split("validation", capped=True)
     evaluate = _evaluator(ctx, policy, val) if imp.early_stopping else None
-    res = _train(ctx, policy, exs, task["lr"], imp.epochs, imp.batch_size, imp.max_steps, evaluate, task["step_key"])
+    res = _train(
+        ctx, policy, exs, task["lr"], imp.epochs, imp.batch_size, imp.max_steps, evaluate, task["step_key"]
+    )
     val_reward = res.best_reward if evaluate else _evaluator(ctx, policy, val)()
-    save_policy(policy, Path(task["out_checkpoint"]), {"policy": task["policy"], "init": task["init_path"], "lr": task["lr"]})
-    return {"steps": res.steps, "tokens": res.tokens, "train_seconds": res.seconds, "best_step": res.best_step,
-            "start_reward": res.start_reward, "val_reward": val_reward, "stopped_early": res.stopped_early,
-            "n_train": len(exs), "tokens_per_s": res.tokens / max(res.seconds, 1e-9)}
+    save_policy(
+        policy,
+        Path(task["out_checkpoint"]),
+        {"policy": task["policy"], "init": task["init_path"], "lr": task["lr"]},
+    )
+    return {
+        "steps": res.steps,
+        "tokens": res.tokens,
+        "train_seconds": res.seconds,
+        "best_step": res.best_step,
+        "start_reward": res.start_reward,
+        "val_reward": val_reward,
+        "stopped_early": res.stopped_early,
+        "n_train": len(exs),
+        "tokens_per_s": res.tokens / max(res.seconds, 1e-9),
+    }
 
 
 def run_final(ctx: Ctx) -> dict:
@@ -239,8 +335,17 @@ def run_final(ctx: Ctx) -> dict:
         policy = load_policy(path, cfg.policy.prompt_template)
         ctx.progress(f"final eval {name}", 0, len(test))
         m = mean_reward(policy, ctx.reward, test, cfg.grow.max_new_tokens, cfg.eval.batch_size).mean_reward
-        bon = best_of_n(policy, ctx.reward, test, cfg.eval.best_of_n, cfg.grow.temperature, cfg.grow.top_p,
-                        cfg.grow.max_new_tokens, cfg.eval.batch_size, unit_seed(cfg.seed, "bon", name))
+        bon = best_of_n(
+            policy,
+            ctx.reward,
+            test,
+            cfg.eval.best_of_n,
+            cfg.grow.temperature,
+            cfg.grow.top_p,
+            cfg.grow.max_new_tokens,
+            cfg.eval.batch_size,
+            unit_seed(cfg.seed, "bon", name),
+        )
         out["policies"][name] = {"mean_reward": m, "best_of_n": {str(n): v for n, v in bon.items()}}
         ctx.progress(f"final eval {name}", len(test), len(test))
     return out
@@ -260,13 +365,20 @@ def run_reward_tests(ctx: Ctx) -> dict:
     val = ctx.split("validation", capped=True)
     pairs = [(e.id, e.source, e.reference, e.reference) for e in val]
     ctx.progress("reward tests", 0, len(tests))
-    report = run_suite(ctx.reward, pairs, tests, seed=cfg.seed, min_pass_rate=cfg.gates.reward_tests_min_pass_rate)
+    report = run_suite(
+        ctx.reward, pairs, tests, seed=cfg.seed, min_pass_rate=cfg.gates.reward_tests_min_pass_rate
+    )
     ctx.progress("reward tests", len(tests), len(tests))
     return {"report": to_dict(report)}
 
 
-RUNNERS = {"bootstrap": run_bootstrap, "grow": run_grow, "improve": run_improve, "final": run_final,
-           "reward_tests": run_reward_tests}
+RUNNERS = {
+    "bootstrap": run_bootstrap,
+    "grow": run_grow,
+    "improve": run_improve,
+    "final": run_final,
+    "reward_tests": run_reward_tests,
+}
 
 
 def _die_with_parent() -> None:

@@ -8,4 +8,12 @@ from .expectations import EXPECTATIONS, RewardTest
 from .runner import SuiteReport, run_suite
 from .suite import default_suite, load_user_tests, reward_test
 
-__all__ = ["EXPECTATIONS", "RewardTest", "SuiteReport", "default_suite", "load_user_tests", "reward_test", "run_suite"]
+__all__ = [
+    "EXPECTATIONS",
+    "RewardTest",
+    "SuiteReport",
+    "default_suite",
+    "load_user_tests",
+    "reward_test",
+    "run_suite",
+]

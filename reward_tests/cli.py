@@ -20,27 +20,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from engine.config import REWARD_KINDS
 
     g = p.add_argument_group("reward (one of --reward or --reward-config)")
-    g.add_argument("--reward", metavar="KIND", choices=REWARD_KINDS, help=f"reward kind: {', '.join(REWARD_KINDS)}")
+    g.add_argument(
+        "--reward", metavar="KIND", choices=REWARD_KINDS, help=f"reward kind: {', '.join(REWARD_KINDS)}"
+    )
     g.add_argument("--path", help="hf: model directory; minilm: trained head directory")
     g.add_argument("--function", help="callable: 'module:function'")
     g.add_argument("--batch-size", type=int, default=64, help="scoring batch size (default 64)")
     g.add_argument("--reward-config", metavar="TOML", help="use the [reward] table of a campaign config")
     d = p.add_argument_group("reference set (one of --data or --campaign)")
-    d.add_argument("--data", metavar="FILE", help="JSONL/CSV/Parquet with source and reference; references are the candidates")
-    d.add_argument("--campaign", metavar="ID", help="draw samples of this campaign's latest Grow step from --db")
+    d.add_argument(
+        "--data",
+        metavar="FILE",
+        help="JSONL/CSV/Parquet with source and reference; references are the candidates",
+    )
+    d.add_argument(
+        "--campaign", metavar="ID", help="draw samples of this campaign's latest Grow step from --db"
+    )
     d.add_argument("--n", type=int, default=200, help="samples drawn with --campaign (default 200)")
-    d.add_argument("--min-reward", type=float, metavar="R",
-                   help="with --campaign, draw only samples the reward scored >= R (the ones a filter would keep)")
-    d.add_argument("--db", help=f"DuckDB file to read --campaign from and record the run in (default {DEFAULT_DB})")
-    d.add_argument("--store", action="store_true", help="record the run in --db (implied by --db and --campaign)")
+    d.add_argument(
+        "--min-reward",
+        type=float,
+        metavar="R",
+        help="with --campaign, draw only samples the reward scored >= R (the ones a filter would keep)",
+    )
+    d.add_argument(
+        "--db", help=f"DuckDB file to read --campaign from and record the run in (default {DEFAULT_DB})"
+    )
+    d.add_argument(
+        "--store", action="store_true", help="record the run in --db (implied by --db and --campaign)"
+    )
     t = p.add_argument_group("tests")
-    t.add_argument("--tests", action="append", default=[], metavar="MODULE_OR_PATH",
-                   help="extra user tests (@reward_test functions or a TESTS list); repeatable")
+    t.add_argument(
+        "--tests",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_PATH",
+        help="extra user tests (@reward_test functions or a TESTS list); repeatable",
+    )
     t.add_argument("--only", default="", help="comma-separated test names to run (default all)")
     t.add_argument("--skip", default="", help="comma-separated test names to leave out")
-    t.add_argument("--tol", type=float, default=1.0, help="scale every test's tolerance by this (default 1.0)")
-    t.add_argument("--std", type=float, help="tolerance unit (default: the reward's std on the reference set, floored)")
-    t.add_argument("--min-pass-rate", type=float, default=0.9, help="share of samples a test must pass (default 0.9)")
+    t.add_argument(
+        "--tol", type=float, default=1.0, help="scale every test's tolerance by this (default 1.0)"
+    )
+    t.add_argument(
+        "--std", type=float, help="tolerance unit (default: the reward's std on the reference set, floored)"
+    )
+    t.add_argument(
+        "--min-pass-rate", type=float, default=0.9, help="share of samples a test must pass (default 0.9)"
+    )
     t.add_argument("--max-examples", type=int, help="at most this many perturbed samples per test")
     t.add_argument("--seed", type=int, default=0, help="seed of the perturbations and of the campaign draw")
     t.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
@@ -143,12 +170,24 @@ def run(a: argparse.Namespace) -> int:
             store = _store(a.db or DEFAULT_DB)
         pairs = _pairs(a, store)
         try:
-            report = run_suite(reward, pairs, tests, seed=a.seed, tol_scale=a.tol, min_pass_rate=a.min_pass_rate,
-                               max_examples_per_test=a.max_examples, std=a.std)
+            report = run_suite(
+                reward,
+                pairs,
+                tests,
+                seed=a.seed,
+                tol_scale=a.tol,
+                min_pass_rate=a.min_pass_rate,
+                max_examples_per_test=a.max_examples,
+                std=a.std,
+            )
         except (ValueError, RewardError, RewardTestError) as e:
             raise _InputError(str(e)) from e
-        report.config |= {"reward": {"kind": cfg.kind, "path": cfg.path, "function": cfg.function},
-                          "data": a.data, "campaign": a.campaign, "user_tests": a.tests}
+        report.config |= {
+            "reward": {"kind": cfg.kind, "path": cfg.path, "function": cfg.function},
+            "data": a.data,
+            "campaign": a.campaign,
+            "user_tests": a.tests,
+        }
         run_id = None
         if store is not None:
             store.add_reward_model(reward.version or "", reward.name, cfg.kind, cfg.path or cfg.function)

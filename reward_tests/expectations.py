@@ -30,11 +30,15 @@ class RewardTest:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"reward test name {self.name!r}: use letters, digits, '_' or '-'")
         if self.expect not in EXPECTATIONS:
-            raise ValueError(f"reward test {self.name!r}: expect={self.expect!r}, not one of {list(EXPECTATIONS)}")
+            raise ValueError(
+                f"reward test {self.name!r}: expect={self.expect!r}, not one of {list(EXPECTATIONS)}"
+            )
         if not self.tol >= 0:
             raise ValueError(f"reward test {self.name!r}: tol={self.tol!r} must be >= 0 (std units)")
         if not callable(self.perturb):
-            raise ValueError(f"reward test {self.name!r}: perturb is {type(self.perturb).__name__}, not callable")
+            raise ValueError(
+                f"reward test {self.name!r}: perturb is {type(self.perturb).__name__}, not callable"
+            )
         if not self.description:
             doc = (getattr(self.perturb, "__doc__", None) or "").strip().splitlines()
             object.__setattr__(self, "description", doc[0] if doc else "")

@@ -174,12 +174,18 @@ def swap_number_or_name(source: str, candidate: str, rng: random.Random) -> str 
         choices = [d for d in "0123456789" if d != old and not (i == 0 and d == "0" and len(digits) > 1)]
         return _replace(candidate, m, m.group()[:i] + rng.choice(choices) + m.group()[i + 1 :])
     starts = {0} | {m.end() for m in _SENTENCE_END.finditer(candidate)}
-    names = [m for m in _WORD.finditer(candidate) if m.group()[0].isupper() and m.start() not in starts and m.group() != "I"]
+    names = [
+        m
+        for m in _WORD.finditer(candidate)
+        if m.group()[0].isupper() and m.start() not in starts and m.group() != "I"
+    ]
     if names:
         m = rng.choice(names)
         others = sorted({n.group() for n in names} - {m.group()}) or [n for n in NAMES if n != m.group()]
         return _replace(candidate, m, rng.choice(others))
-    content = [m for m in _WORD.finditer(candidate) if len(m.group()) >= 3 and m.group().lower() not in STOPWORDS]
+    content = [
+        m for m in _WORD.finditer(candidate) if len(m.group()) >= 3 and m.group().lower() not in STOPWORDS
+    ]
     vocab = sorted({m.group().lower() for m in content})
     if len(vocab) < 2:
         return None
@@ -190,6 +196,17 @@ def swap_number_or_name(source: str, candidate: str, rng: random.Random) -> str 
 
 ALL: dict[str, Perturbation] = {
     f.__name__: f
-    for f in (repeat_output, repeat_sentence, shuffle_words, permute_sentences, truncate_half, append_filler,
-              empty_output, copy_source, typo, punctuation, swap_number_or_name)
+    for f in (
+        repeat_output,
+        repeat_sentence,
+        shuffle_words,
+        permute_sentences,
+        truncate_half,
+        append_filler,
+        empty_output,
+        copy_source,
+        typo,
+        punctuation,
+        swap_number_or_name,
+    )
 }

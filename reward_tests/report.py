@@ -40,29 +40,55 @@ def render(report: SuiteReport, console: Any = None, examples: bool = True) -> N
     from rich.table import Table
 
     con = console or Console()
-    title = (f"reward tests: {report.reward_name} (version {report.reward_version or '-'})  "
-             f"{report.n_pairs} pairs, mean reward {report.mean_reward:.4f}, std {report.std:.4g}")
+    title = (
+        f"reward tests: {report.reward_name} (version {report.reward_version or '-'})  "
+        f"{report.n_pairs} pairs, mean reward {report.mean_reward:.4f}, std {report.std:.4g}"
+    )
     t = Table(title=title, title_justify="left")
-    for col, just in (("test", "left"), ("expect", "left"), ("tol (std)", "right"), ("n", "right"),
-                      ("pass rate", "right"), ("mean delta", "right"), ("worst delta", "right"), ("verdict", "left")):
+    for col, just in (
+        ("test", "left"),
+        ("expect", "left"),
+        ("tol (std)", "right"),
+        ("n", "right"),
+        ("pass rate", "right"),
+        ("mean delta", "right"),
+        ("worst delta", "right"),
+        ("verdict", "left"),
+    ):
         t.add_column(col, justify=just, no_wrap=col in ("test", "expect"))  # type: ignore[arg-type]
     style = {"pass": "green", "fail": "bold red", "skip": "dim"}
     for r in report.results:
-        t.add_row(r.name, r.expectation, f"{r.tol:.2f}", str(r.n), _f(r.pass_rate, ".0%"), _f(r.mean_delta),
-                  _f(r.worst_delta), f"[{style[r.verdict]}]{r.verdict}")
+        t.add_row(
+            r.name,
+            r.expectation,
+            f"{r.tol:.2f}",
+            str(r.n),
+            _f(r.pass_rate, ".0%"),
+            _f(r.mean_delta),
+            _f(r.worst_delta),
+            f"[{style[r.verdict]}]{r.verdict}",
+        )
     con.print(t)
     if report.std_measured < report.std and report.config.get("std_given") is None:
-        con.print(f"[dim]note: the reward's std on the reference set is {report.std_measured:.2g}; "
-                  f"tolerances use the floor {report.std:.0e}, so any measurable change counts.")
+        con.print(
+            f"[dim]note: the reward's std on the reference set is {report.std_measured:.2g}; "
+            f"tolerances use the floor {report.std:.0e}, so any measurable change counts."
+        )
     if examples:
         for r in report.results:
             if r.verdict != "fail":
                 continue
             con.print(f"[bold]{r.name}[/] ({r.expectation}, tol {r.tol_abs:.4g} reward): worst examples")
             for ex in r.worst_examples:
-                con.print(f"  [dim]{ex['source_id']}[/] {ex['reward_original']:.4f} -> {ex['reward_perturbed']:.4f}"
-                          f" ({ex['delta']:+.4f})", markup=True, highlight=False)
+                con.print(
+                    f"  [dim]{ex['source_id']}[/] {ex['reward_original']:.4f} -> {ex['reward_perturbed']:.4f}"
+                    f" ({ex['delta']:+.4f})",
+                    markup=True,
+                    highlight=False,
+                )
                 con.print(f"    original:  {_clip(ex['original'])}", markup=False, highlight=False)
                 con.print(f"    perturbed: {_clip(ex['perturbed'])}", markup=False, highlight=False)
-    verdict = "[bold green]PASS" if report.verdict == "pass" else f"[bold red]FAIL[/] ({', '.join(report.failed)})"
+    verdict = (
+        "[bold green]PASS" if report.verdict == "pass" else f"[bold red]FAIL[/] ({', '.join(report.failed)})"
+    )
     con.print(f"verdict: {verdict}")

@@ -73,11 +73,15 @@ def _perturb(test: RewardTest, pairs: list[Pair], seed: int, limit: int | None) 
         try:
             new = test.perturb(src, cand, rng)
         except Exception as e:
-            raise RewardTestError(f"reward test {test.name!r} raised on source id {sid!r}: {type(e).__name__}: {e}") from e
+            raise RewardTestError(
+                f"reward test {test.name!r} raised on source id {sid!r}: {type(e).__name__}: {e}"
+            ) from e
         if new is None or new == cand:
             continue  # an unchanged text tests nothing
         if not isinstance(new, str):
-            raise RewardTestError(f"reward test {test.name!r} returned {type(new).__name__} for source id {sid!r}, not str")
+            raise RewardTestError(
+                f"reward test {test.name!r} returned {type(new).__name__} for source id {sid!r}, not str"
+            )
         out.append((i, new))
     return out
 
@@ -96,7 +100,9 @@ def run_suite(
     if not pairs:
         raise ValueError("run_suite: no (source_id, source, candidate, reference) pairs to test on")
     if not 0 <= min_pass_rate <= 1 or not tol_scale >= 0:
-        raise ValueError(f"run_suite: min_pass_rate={min_pass_rate} must be in [0, 1], tol_scale={tol_scale} >= 0")
+        raise ValueError(
+            f"run_suite: min_pass_rate={min_pass_rate} must be in [0, 1], tol_scale={tol_scale} >= 0"
+        )
     names = [t.name for t in tests]
     if len(set(names)) != len(names):
         raise ValueError(f"run_suite: duplicate test names in {names}")
@@ -130,18 +136,42 @@ def run_suite(
         n_passed = sum(holds(t.expect, d, tol_abs) for *_, d in rows)
         rows.sort(key=lambda r: -badness(t.expect, r[3]))
         worst = [
-            {"source_id": ids[i], "source": sources[i], "original": cands[i], "perturbed": text,
-             "reward_original": base[i], "reward_perturbed": s, "delta": d}
+            {
+                "source_id": ids[i],
+                "source": sources[i],
+                "original": cands[i],
+                "perturbed": text,
+                "reward_original": base[i],
+                "reward_perturbed": s,
+                "delta": d,
+            }
             for i, text, s, d in rows[:N_WORST]
         ]
         rate = n_passed / n if n else None
-        results.append(TestResult(
-            name=t.name, expectation=t.expect, tol=tol, tol_abs=tol_abs, n=n, n_passed=n_passed, pass_rate=rate,
-            mean_delta=statistics.fmean(r[3] for r in rows) if n else None,
-            worst_delta=rows[0][3] if n else None,
-            verdict="skip" if rate is None else ("pass" if rate >= min_pass_rate else "fail"),
-            worst_examples=worst, description=t.description,
-        ))
-    config = {"seed": seed, "tol_scale": tol_scale, "min_pass_rate": min_pass_rate,
-              "max_examples_per_test": max_examples_per_test, "std_given": std, "tests": names}
-    return SuiteReport(reward.name, reward.version, len(pairs), statistics.fmean(base), measured, unit, results, config)
+        results.append(
+            TestResult(
+                name=t.name,
+                expectation=t.expect,
+                tol=tol,
+                tol_abs=tol_abs,
+                n=n,
+                n_passed=n_passed,
+                pass_rate=rate,
+                mean_delta=statistics.fmean(r[3] for r in rows) if n else None,
+                worst_delta=rows[0][3] if n else None,
+                verdict="skip" if rate is None else ("pass" if rate >= min_pass_rate else "fail"),
+                worst_examples=worst,
+                description=t.description,
+            )
+        )
+    config = {
+        "seed": seed,
+        "tol_scale": tol_scale,
+        "min_pass_rate": min_pass_rate,
+        "max_examples_per_test": max_examples_per_test,
+        "std_given": std,
+        "tests": names,
+    }
+    return SuiteReport(
+        reward.name, reward.version, len(pairs), statistics.fmean(base), measured, unit, results, config
+    )

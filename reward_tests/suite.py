@@ -66,7 +66,9 @@ def _import(spec: str):
         if not path.is_file():
             raise TestDiscoveryError(f"user tests {spec!r}: no such file")
         # A name unique to the file, so two test files called tests.py do not replace each other.
-        mod_name = f"_reward_tests_user_{path.stem}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+        mod_name = (
+            f"_reward_tests_user_{path.stem}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+        )
         loader_spec = importlib.util.spec_from_file_location(mod_name, path)
         if loader_spec is None or loader_spec.loader is None:
             raise TestDiscoveryError(f"user tests {spec!r}: cannot load as a Python file")
@@ -88,14 +90,18 @@ def load_user_tests(spec: str) -> list[RewardTest]:
     """Tests of a module ("pkg.mod") or a file ("path/to/tests.py"), in definition order, TESTS last."""
     module = _import(spec)
     found: list[RewardTest] = [
-        obj.reward_test for obj in vars(module).values() if isinstance(getattr(obj, "reward_test", None), RewardTest)
+        obj.reward_test
+        for obj in vars(module).values()
+        if isinstance(getattr(obj, "reward_test", None), RewardTest)
     ]
     listed = getattr(module, "TESTS", [])
     for i, t in enumerate(listed if isinstance(listed, list | tuple) else [listed]):
         if isinstance(getattr(t, "reward_test", None), RewardTest):
             t = t.reward_test
         if not isinstance(t, RewardTest):
-            raise TestDiscoveryError(f"user tests {spec!r}: TESTS[{i}] is {type(t).__name__}, not a RewardTest")
+            raise TestDiscoveryError(
+                f"user tests {spec!r}: TESTS[{i}] is {type(t).__name__}, not a RewardTest"
+            )
         if t not in found:
             found.append(t)
     names = [t.name for t in found]

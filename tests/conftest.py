@@ -88,13 +88,20 @@ def write_tiny_campaign(
 ) -> Path:
     """Write train/validation/test JSONL and campaign.toml under `root`; return the TOML path."""
     root.mkdir(parents=True, exist_ok=True)
-    for split, exs in make_splits(seed=3, sizes=dict(train=N_TRAIN, validation=N_VAL, test=N_TEST), answer_only=()).items():
+    for split, exs in make_splits(
+        seed=3, sizes=dict(train=N_TRAIN, validation=N_VAL, test=N_TEST), answer_only=()
+    ).items():
         write_examples(root / f"{split}.jsonl", exs)
     path = root / "campaign.toml"
     path.write_text(
         TINY_TOML.format(
-            name=name or f"tiny-{mode}", mode=mode, k=K, grow_batch=grow_batch, shard_sources=SHARD_SOURCES,
-            improve=improve, grows=grows,
+            name=name or f"tiny-{mode}",
+            mode=mode,
+            k=K,
+            grow_batch=grow_batch,
+            shard_sources=SHARD_SOURCES,
+            improve=improve,
+            grows=grows,
         )
     )
     return path
@@ -120,7 +127,9 @@ def tiny_arith(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_rest(tmp_path: Path) -> Path:
     """ReST with per-source percentiles [0, 50]: two warm-started Improve steps per Grow."""
-    return write_tiny_campaign(tmp_path / "rest", mode="rest", improve='rule = "percentile"\npercentiles = [0.0, 50.0]')
+    return write_tiny_campaign(
+        tmp_path / "rest", mode="rest", improve='rule = "percentile"\npercentiles = [0.0, 50.0]'
+    )
 
 
 # ---------------------------------------------------------------- driving the CLI
@@ -134,14 +143,22 @@ RESTGOV = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "engine.cli"]
 def restgov_env() -> dict[str, str]:
     # One intra-op thread per process: the controller and its worker share 2 cores, and oversubscribed
     # torch threads make a tiny campaign several times slower.
-    return os.environ | {"HF_HUB_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "COLUMNS": "200",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
 
 
 def restgov(*args: str | Path, timeout: float = 240, check: bool = False) -> subprocess.CompletedProcess:
     """Run `restgov ARGS` to completion; a hang fails the test instead of blocking the suite."""
-    proc = subprocess.run([*RESTGOV, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=restgov_env())
+    proc = subprocess.run(
+        [*RESTGOV, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=restgov_env()
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"restgov {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"restgov {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 

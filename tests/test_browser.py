@@ -24,19 +24,30 @@ from engine.controller_service import TINY_OVERRIDES
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 # `restgov dashboard` and `restgov users` (dashboard/cli.py, also reachable as `python -m dashboard.cli`).
 DASHBOARD_CLI = [sys.executable, "-m", "dashboard.cli"]
 PASSWORDS = {"olga": "operator-pass", "ann": "annotator-pass"}
 # Rating tasks seeded before the server starts; their policy names must never reach the annotator's screen.
-SEEDED_TASKS = [(f"What is {i} + {i}?", f"The answer is {2 * i}.", f"It makes {2 * i + 1}.") for i in range(3)]
+SEEDED_TASKS = [
+    (f"What is {i} + {i}?", f"The answer is {2 * i}.", f"It makes {2 * i + 1}.") for i in range(3)
+]
 
 if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run browser tests",
-                allow_module_level=True)
+    pytest.skip(
+        f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) to run browser tests",
+        allow_module_level=True,
+    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
 
 
@@ -53,13 +64,26 @@ def server(tmp_path_factory):
     db = root / "db" / "restgov.duckdb"
     env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     for name, role in (("olga", "operator"), ("ann", "annotator")):
-        subprocess.run([*DASHBOARD_CLI, "users", "add", name, "--role", role, "--password-stdin", "--db", str(db)],
-                       input=PASSWORDS[name] + "\n", text=True, check=True, cwd=ROOT, env=env, timeout=120)
+        subprocess.run(
+            [*DASHBOARD_CLI, "users", "add", name, "--role", role, "--password-stdin", "--db", str(db)],
+            input=PASSWORDS[name] + "\n",
+            text=True,
+            check=True,
+            cwd=ROOT,
+            env=env,
+            timeout=120,
+        )
     _seed_rating_tasks(db)
     port = _free_port()
     log = open(root / "server.log", "w")
-    proc = subprocess.Popen([*DASHBOARD_CLI, "dashboard", "--db", str(db), "--port", str(port)], cwd=root, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [*DASHBOARD_CLI, "dashboard", "--db", str(db), "--port", str(port)],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
@@ -68,7 +92,9 @@ def server(tmp_path_factory):
             break
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"dashboard did not start:\n{(root / 'server.log').read_text()[-3000:]}") from None
+                raise RuntimeError(
+                    f"dashboard did not start:\n{(root / 'server.log').read_text()[-3000:]}"
+                ) from None
             time.sleep(0.5)
     after: list = []  # checks that read the database, which the server holds until it stops
     yield {"base": base, "root": root, "after": after}
@@ -83,7 +109,9 @@ def server(tmp_path_factory):
     (ARTIFACTS / "server.log").write_text((root / "server.log").read_text())
     import duckdb
 
-    with duckdb.connect(str(db), read_only=True) as con:  # the server let go of the file and left nothing running
+    with duckdb.connect(
+        str(db), read_only=True
+    ) as con:  # the server let go of the file and left nothing running
         states = dict(con.execute("SELECT id, state FROM campaigns").fetchall())
         for check in after:
             check(con)
@@ -101,7 +129,8 @@ def _seed_rating_tasks(db: Path) -> None:
             store.cursor().execute(
                 "INSERT INTO rating_tasks (campaign_id, batch, source_id, source, policy_a, text_a, policy_b, text_b, "
                 "required_ratings, created_at) VALUES ('seeded', 'b1', ?, ?, 'policy-a-secret', ?, 'policy-b-secret', ?, 1, ?)",
-                [f"s{i}", source, text_a, text_b, now()])
+                [f"s{i}", source, text_a, text_b, now()],
+            )
     finally:
         store.close()
 
@@ -185,9 +214,15 @@ def test_operator_runs_the_arith_demo_and_sees_the_histogram_fill(server, page):
     assert want in seen[-1], (want, seen)  # refreshed by the page's fragment, without a reload
     page.shots("distributions-grow-complete")
 
-    for link, heading in (("Campaigns", "Campaigns"), ("Stopping criteria", "Stopping criteria"), ("Rate", "Rate"),
-                          ("Reward tests", "Reward tests"), ("Agreement", "Agreement and human vs reward"),
-                          ("Drift audit", "Drift audit"), ("Users", "Users")):
+    for link, heading in (
+        ("Campaigns", "Campaigns"),
+        ("Stopping criteria", "Stopping criteria"),
+        ("Rate", "Rate"),
+        ("Reward tests", "Reward tests"),
+        ("Agreement", "Agreement and human vs reward"),
+        ("Drift audit", "Drift audit"),
+        ("Users", "Users"),
+    ):
         page.get_by_role("link", name=link, exact=True).click()
         page.get_by_role("heading", name=heading).wait_for()
         page.shots(heading.lower().replace(" ", "-"))
@@ -196,28 +231,39 @@ def test_operator_runs_the_arith_demo_and_sees_the_histogram_fill(server, page):
             page.get_by_text(re.compile(r"\(olga\): (pass|fail); failed tests:")).wait_for(timeout=120_000)
             page.get_by_text("History across reward-model versions").wait_for()
             page.shots("reward-tests-run")
-        if link == "Drift audit":  # the audit report: one HTML file, figures inline, nothing fetched from the network
+        if (
+            link == "Drift audit"
+        ):  # the audit report: one HTML file, figures inline, nothing fetched from the network
             with page.expect_download(timeout=120_000) as dl:
                 page.get_by_role("button", name="Download the audit report (HTML)").click()
             report = dl.value.path().read_text(encoding="utf-8")
             (page.shots.dir / "audit-report.html").write_text(report, encoding="utf-8")
-            assert report.count('class="plotly-graph-div"') >= 3 and not re.search(r"<script[^>]*\bsrc=", report)
+            assert report.count('class="plotly-graph-div"') >= 3 and not re.search(
+                r"<script[^>]*\bsrc=", report
+            )
 
 
 def _shown(page) -> dict:
     """The task on the Rate page as the annotator sees it: id and the two candidates in their screen order."""
     tid = int(page.get_by_text(re.compile(r"^Task \d+ ·")).first.inner_text().split()[1])
     page.locator(f".st-key-rate_submit_{tid}").wait_for()  # drawn after both candidates: the run is complete
-    return {"task_id": tid, "left": page.locator(".st-key-rate_side_left code").first.inner_text(),
-            "right": page.locator(".st-key-rate_side_right code").first.inner_text()}
+    return {
+        "task_id": tid,
+        "left": page.locator(".st-key-rate_side_left code").first.inner_text(),
+        "right": page.locator(".st-key-rate_side_right code").first.inner_text(),
+    }
 
 
 def _wait_score(page, side: str, score: int) -> None:
-    page.locator(f'[class*="st-key-rate_{side}_"] button[aria-checked="true"]', has_text=str(score)).first.wait_for()
+    page.locator(
+        f'[class*="st-key-rate_{side}_"] button[aria-checked="true"]', has_text=str(score)
+    ).first.wait_for()
 
 
 def _next_task(page, task: dict) -> None:
-    page.get_by_text(re.compile(rf"^(Task (?!{task['task_id']} )\d+ ·|Nothing left to rate)")).first.wait_for()
+    page.get_by_text(
+        re.compile(rf"^(Task (?!{task['task_id']} )\d+ ·|Nothing left to rate)")
+    ).first.wait_for()
 
 
 def test_annotator_rates_three_pairs_one_by_keyboard_and_is_refused_operator_pages(server, page):
@@ -262,18 +308,25 @@ def test_annotator_rates_three_pairs_one_by_keyboard_and_is_refused_operator_pag
     page.shots("rate-done")
 
     def ratings_landed(con) -> None:  # exactly these ratings, with the order shown
-        rows = con.execute("SELECT r.task_id, r.score_a, r.score_b, r.shown_order, t.text_a, t.text_b FROM ratings r "
-                           "JOIN rating_tasks t USING (task_id) WHERE r.annotator = 'ann' ORDER BY r.rating_id").fetchall()
+        rows = con.execute(
+            "SELECT r.task_id, r.score_a, r.score_b, r.shown_order, t.text_a, t.text_b FROM ratings r "
+            "JOIN rating_tasks t USING (task_id) WHERE r.annotator = 'ann' ORDER BY r.rating_id"
+        ).fetchall()
         assert [r[0] for r in rows] == [t["task_id"] for t in rated], rows
         for (_, score_a, score_b, order, text_a, text_b), t in zip(rows, rated):
             assert (t["left"], t["right"]) == ((text_a, text_b) if order == "ab" else (text_b, text_a))
-            assert (score_a, score_b) == ((t["score_left"], t["score_right"]) if order == "ab"
-                                          else (t["score_right"], t["score_left"]))
+            assert (score_a, score_b) == (
+                (t["score_left"], t["score_right"]) if order == "ab" else (t["score_right"], t["score_left"])
+            )
 
     server["after"].append(ratings_landed)  # the server holds the database until the module's end
 
     assert page.get_by_role("link", name="Campaigns").count() == 0
-    for path, title in (("campaigns", "Campaigns"), ("stopping", "Stopping criteria"), ("distributions", "Reward distributions")):
+    for path, title in (
+        ("campaigns", "Campaigns"),
+        ("stopping", "Stopping criteria"),
+        ("distributions", "Reward distributions"),
+    ):
         page.goto(f"{base}/{path}")  # a fresh browser session: the session cookie keeps the sign-in
         page.get_by_text(f"Access refused: {title} is for").wait_for()
         assert page.get_by_role("heading", name=title, exact=True).count() == 0
@@ -289,7 +342,8 @@ def test_bad_toml_upload_shows_the_field_error(server, page, tmp_path):
     page.get_by_role("heading", name="Campaigns").wait_for()
     open_new_campaign(page, "Upload TOML")
     page.locator("input[type=file]").set_input_files(
-        files=[{"name": "bad.toml", "mimeType": "application/toml", "buffer": bad.encode()}])
+        files=[{"name": "bad.toml", "mimeType": "application/toml", "buffer": bad.encode()}]
+    )
     page.get_by_role("button", name="Validate and create").click()
     err = page.get_by_text(re.compile(r"grow\.temperature \(line \d+\) = -1\.0: must be > 0"))
     err.wait_for()

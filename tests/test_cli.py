@@ -87,7 +87,12 @@ def test_run_with_a_bad_data_row_names_file_and_line(tiny_rest: Path, tmp_path: 
 
 def test_unknown_campaign_is_a_clear_error(tmp_path: Path):
     db = tmp_path / "empty.duckdb"
-    for args in (["status", "nope-123"], ["status", "nope-123", "--json"], ["resume", "nope-123"], ["export", "nope-123"]):
+    for args in (
+        ["status", "nope-123"],
+        ["status", "nope-123", "--json"],
+        ["resume", "nope-123"],
+        ["export", "nope-123"],
+    ):
         res = restgov(*args, "--db", db, timeout=60)
         assert res.returncode != 0, args
         assert "no campaign 'nope-123'" in res.stderr, (args, res.stderr)
@@ -120,11 +125,15 @@ def test_export_jsonl_one_line_per_sample(finished_arith, tmp_path: Path):
     lines = out.read_text().splitlines()
     assert len(lines) == _n_samples()
     rows = [json.loads(line) for line in lines]
-    assert {"grow", "source_id", "sample_idx", "source", "reference", "text", "reward", "policy"} <= rows[0].keys()
+    assert {"grow", "source_id", "sample_idx", "source", "reference", "text", "reward", "policy"} <= rows[
+        0
+    ].keys()
     assert len({(r["grow"], r["source_id"], r["sample_idx"]) for r in rows}) == len(rows)
     assert all(r["source"] and r["reference"] for r in rows)  # every sample joined to its training prompt
     originals = [r for r in rows if r["sample_idx"] == -1]
-    assert len(originals) == 2 * N_TRAIN and all(r["text"] == r["reference"] and r["reward"] == 1.0 for r in originals)
+    assert len(originals) == 2 * N_TRAIN and all(
+        r["text"] == r["reference"] and r["reward"] == 1.0 for r in originals
+    )
 
 
 @pytest.mark.slow

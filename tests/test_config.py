@@ -30,7 +30,13 @@ def _with(path: str, value: object, base: dict | None = None) -> dict:
 
 
 def _deepcopy(x):
-    return {k: _deepcopy(v) for k, v in x.items()} if isinstance(x, dict) else list(x) if isinstance(x, list) else x
+    return (
+        {k: _deepcopy(v) for k, v in x.items()}
+        if isinstance(x, dict)
+        else list(x)
+        if isinstance(x, list)
+        else x
+    )
 
 
 def _field_of(raw: dict) -> ConfigError:
@@ -125,7 +131,9 @@ def test_policy_needs_exactly_one_of_path_and_scratch():
 def test_load_config_resolves_paths_against_the_toml(tmp_path: Path):
     path = tmp_path / "cfg" / "campaign.toml"
     path.parent.mkdir()
-    path.write_text('[data]\ntrain = "d/train.jsonl"\nvalidation = "/abs/val.csv"\n[reward]\nkind = "hf"\npath = "rm"\n')
+    path.write_text(
+        '[data]\ntrain = "d/train.jsonl"\nvalidation = "/abs/val.csv"\n[reward]\nkind = "hf"\npath = "rm"\n'
+    )
     cfg = load_config(path)
     assert cfg.data.train == str(tmp_path / "cfg" / "d" / "train.jsonl")
     assert cfg.data.validation == "/abs/val.csv"
@@ -135,7 +143,7 @@ def test_load_config_resolves_paths_against_the_toml(tmp_path: Path):
 
 def test_toml_syntax_error_names_the_file(tmp_path: Path):
     path = tmp_path / "broken.toml"
-    path.write_text('[grow]\ntemperature = = 0.8\n')
+    path.write_text("[grow]\ntemperature = = 0.8\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(path) in str(info.value)
@@ -165,11 +173,17 @@ def test_rest_em_defaults():
 
 
 def test_rest_em_defaults_yield_to_explicit_fields():
-    raw = _with("improve", {"rule": "quantile", "init": "warm_start", "original_mix": 0.5}, _with("mode", "rest-em"))
+    raw = _with(
+        "improve", {"rule": "quantile", "init": "warm_start", "original_mix": 0.5}, _with("mode", "rest-em")
+    )
     cfg = config_from_dict(raw)
     assert (cfg.improve.rule, cfg.improve.init, cfg.improve.original_mix) == ("quantile", "warm_start", 0.5)
     assert cfg.improve.lr_decay == 1.0  # the one not overridden keeps its ReST-EM default
-    assert raw["improve"] == {"rule": "quantile", "init": "warm_start", "original_mix": 0.5}  # input not mutated
+    assert raw["improve"] == {
+        "rule": "quantile",
+        "init": "warm_start",
+        "original_mix": 0.5,
+    }  # input not mutated
 
 
 def test_rest_em_defaults_survive_a_round_trip():
@@ -189,5 +203,7 @@ def test_the_tiny_campaign_fixtures_load(tiny_arith: Path, tiny_rest: Path):
     for p in (em.data.train, em.data.validation, em.data.test):
         assert Path(p).is_absolute() and Path(p).is_file()
     rest = load_config(tiny_rest)
-    assert rest.mode == "rest" and rest.improve.rule == "percentile" and rest.improve.percentiles == [0.0, 50.0]
+    assert (
+        rest.mode == "rest" and rest.improve.rule == "percentile" and rest.improve.percentiles == [0.0, 50.0]
+    )
     assert rest.improve.init == "warm_start"

@@ -140,7 +140,12 @@ def test_annotator_navigation_has_only_rate(empty_db):
 def test_each_page_checks_the_role_itself(empty_db):
     """Run an operator page file directly (as if the navigation had been bypassed): it refuses an annotator."""
     os.environ["RESTGOV_DB"] = str(empty_db)
-    for page, user in (("campaigns", ANNOTATOR), ("stopping", AUDITOR), ("distributions", ANNOTATOR), ("users", AUDITOR)):
+    for page, user in (
+        ("campaigns", ANNOTATOR),
+        ("stopping", AUDITOR),
+        ("distributions", ANNOTATOR),
+        ("users", AUDITOR),
+    ):
         at = AppTest.from_file(str(ROOT / "dashboard" / "app_pages" / f"{page}.py"), default_timeout=30)
         at.session_state["user"] = user
         at.run()
@@ -155,7 +160,9 @@ def test_local_mode_skips_sign_in_only_on_loopback(empty_db, monkeypatch):
     old = config.get_option("server.address")
     try:
         config.set_option("server.address", "0.0.0.0")
-        assert [t.value for t in app(empty_db).title] == ["restgov"]  # listening beyond this machine: sign-in stays
+        assert [t.value for t in app(empty_db).title] == [
+            "restgov"
+        ]  # listening beyond this machine: sign-in stays
         config.set_option("server.address", "127.0.0.1")
         at = app(empty_db)
         assert at.session_state["user"] == {"name": "local", "role": "operator", "local": True}
@@ -176,11 +183,29 @@ def test_auditor_sees_audit_pages_only(empty_db):
 
 def test_users_cli_stores_salted_scrypt_hashes(tmp_path):
     db = tmp_path / "u.duckdb"
-    cmd = [sys.executable, "-m", "dashboard.cli", "users", "add", "bob", "--role", "auditor", "--password-stdin", "--db", str(db)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dashboard.cli",
+        "users",
+        "add",
+        "bob",
+        "--role",
+        "auditor",
+        "--password-stdin",
+        "--db",
+        str(db),
+    ]
     run = subprocess.run(cmd, input="bob-secret-1\n", capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 0, run.stderr
-    bad = subprocess.run(cmd[:5] + ["carl", "--role", "boss", "--password-stdin", "--db", str(db)], input="x" * 10 + "\n",
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    bad = subprocess.run(
+        cmd[:5] + ["carl", "--role", "boss", "--password-stdin", "--db", str(db)],
+        input="x" * 10 + "\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert bad.returncode != 0 and "invalid choice" in bad.stderr
     store = _service(db).store
     store.add_user("dan", "annotator", "bob-secret-1")  # same password, different salt
@@ -305,14 +330,21 @@ def test_distributions_page_draws_every_chart_from_sql(campaign):
     at.session_state["dist_tabs"] = "Per-source percentiles"
     at.run()
     store = _service(db).store
-    (n,) = store.cursor().execute("SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = 1", [cid]).fetchone()
+    (n,) = (
+        store.cursor()
+        .execute("SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = 1", [cid])
+        .fetchone()
+    )
     assert f"Grow 1: {n:,} scored pairs" in texts(at, "caption")
     filters = frame(at, "rule")
     assert list(filters["kept"]) == [f["kept"] for f in store.filters(cid)]
     at.slider(key="dist_tau").set_value(0.5).run()
     taus = frame(at, "kept pairs")
-    (kept,) = store.cursor().execute(
-        "SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = 1 AND reward > 0.5", [cid]).fetchone()
+    (kept,) = (
+        store.cursor()
+        .execute("SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = 1 AND reward > 0.5", [cid])
+        .fetchone()
+    )
     assert int(taus.loc[taus["τ"] == 0.5, "kept pairs"].iloc[0]) == kept
 
 
@@ -320,8 +352,14 @@ def test_distributions_page_draws_every_chart_from_sql(campaign):
 def test_views_match_plain_python(campaign):
     db, cid, _ = campaign
     store = _service(db).store
-    rows = store.cursor().execute(
-        "SELECT source_id, sample_idx, reward, n_tokens FROM samples WHERE campaign_id = ? AND grow = 1", [cid]).fetchall()
+    rows = (
+        store.cursor()
+        .execute(
+            "SELECT source_id, sample_idx, reward, n_tokens FROM samples WHERE campaign_id = ? AND grow = 1",
+            [cid],
+        )
+        .fetchall()
+    )
     hist = store.reward_histogram(cid, bins=10)
     assert sum(h["n"] for h in hist) == len(rows) and math.isclose(hist[-1]["ecdf"], 1.0)
     for h in hist:
@@ -333,10 +371,14 @@ def test_views_match_plain_python(campaign):
     for sid, _, rew, _ in gen:
         by_src.setdefault(sid, []).append(rew)
     for b in store.grow_best_of_n(cid, 1, [1, 2]):  # exact expectation over all n-subsets of each source
-        want = sum(sum(max(c) for c in combinations(v, b["n"])) / math.comb(len(v), b["n"]) for v in by_src.values())
+        want = sum(
+            sum(max(c) for c in combinations(v, b["n"])) / math.comb(len(v), b["n"]) for v in by_src.values()
+        )
         assert math.isclose(b["best_of_n"], want / len(by_src), rel_tol=1e-9)
     sp = store.source_percentiles(cid, 1, bands=4, taus=[0.5])
-    assert sp["n_sources"] == len(by_src) and sp["empty_at"][0]["sources"] == sum(max(v) <= 0.5 for v in by_src.values())
+    assert sp["n_sources"] == len(by_src) and sp["empty_at"][0]["sources"] == sum(
+        max(v) <= 0.5 for v in by_src.values()
+    )
     rl = store.reward_vs_length(cid, 1)
     assert sum(c["n"] for c in rl["cells"]) == sum(1 for r in gen if r[3] is not None)
 
@@ -428,7 +470,9 @@ def test_annotator_rates_blind_and_exactly_those_ratings_are_stored(campaign):
         assert "reference" not in page_text and "base" not in page_text  # blind: no policy names
         shown.append((tid, at.code[0].value, at.code[1].value, left, right))
         at.button_group(key=f"rate_left_{tid}").set_value(left)
-        at = at.button_group(key=f"rate_right_{tid}").set_value(right).run()  # Submit is enabled once both are scored
+        at = (
+            at.button_group(key=f"rate_right_{tid}").set_value(right).run()
+        )  # Submit is enabled once both are scored
         at = at.button(key=f"rate_submit_{tid}").click().run()
         assert not at.exception
     assert "Nothing left to rate" in texts(at, "success")
@@ -438,7 +482,9 @@ def test_annotator_rates_blind_and_exactly_those_ratings_are_stored(campaign):
     for tid, text_left, text_right, left, right in shown:
         r, t = rows[tid], tasks[tid]
         # The order stored is the order shown: left was text_a exactly when shown_order is "ab".
-        assert (text_left, text_right) == ((t["text_a"], t["text_b"]) if r["shown_order"] == "ab" else (t["text_b"], t["text_a"]))
+        assert (text_left, text_right) == (
+            (t["text_a"], t["text_b"]) if r["shown_order"] == "ab" else (t["text_b"], t["text_a"])
+        )
         assert (r["score_a"], r["score_b"]) == ((left, right) if r["shown_order"] == "ab" else (right, left))
     at = app(db, AUDITOR, cid)
     at.switch_page("app_pages/agreement.py").run()
@@ -473,13 +519,32 @@ def synthetic(tmp_path_factory) -> tuple[Path, str]:
     db = root / "db" / "restgov.duckdb"
     svc = _service(db)
     cid = svc.create(load_config(write_tiny_campaign(root / "arith", grows=2, name="synthetic")), "olga")
-    sids = [r[0] for r in svc.store.cursor().execute(
-        "SELECT source_id FROM prompts WHERE campaign_id = ? AND split = 'train' ORDER BY 1 LIMIT 40", [cid]).fetchall()]
+    sids = [
+        r[0]
+        for r in svc.store.cursor()
+        .execute(
+            "SELECT source_id FROM prompts WHERE campaign_id = ? AND split = 'train' ORDER BY 1 LIMIT 40",
+            [cid],
+        )
+        .fetchall()
+    ]
     rng = random.Random(0)
     for g, lo in ((1, 0.0), (2, 0.5)):
-        rows = [dict(grow=g, source_id=sid, sample_idx=k, text=f"{rng.randint(0, 99)} words {k} of {sid}", n_tokens=4 + k,
-                     sum_logprob=-1.0, policy="base" if g == 1 else "g1-i1", reward=lo + 0.5 * rng.random(), reward_version="v-syn")
-                for sid in sids for k in range(2)]
+        rows = [
+            dict(
+                grow=g,
+                source_id=sid,
+                sample_idx=k,
+                text=f"{rng.randint(0, 99)} words {k} of {sid}",
+                n_tokens=4 + k,
+                sum_logprob=-1.0,
+                policy="base" if g == 1 else "g1-i1",
+                reward=lo + 0.5 * rng.random(),
+                reward_version="v-syn",
+            )
+            for sid in sids
+            for k in range(2)
+        ]
         pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), root / f"g{g}.parquet")
         svc.store.ingest_shard(cid, "samples", f"syn-g{g}", root / f"g{g}.parquet")
     return db, cid
@@ -488,7 +553,9 @@ def synthetic(tmp_path_factory) -> tuple[Path, str]:
 def test_rate_skip_keeps_the_task_away_for_this_session_only(synthetic):
     db, cid = synthetic
     store = _service(db).store
-    made = store.create_rating_tasks(cid, "reference", "base", n=2, required_ratings=1, seed=3, batch="skip")["task_ids"]
+    made = store.create_rating_tasks(cid, "reference", "base", n=2, required_ratings=1, seed=3, batch="skip")[
+        "task_ids"
+    ]
     who = {"name": "sam", "role": "annotator"}
     at = app(db, who)
     skipped = []
@@ -527,7 +594,11 @@ def test_reward_tests_page_runs_the_suite_in_the_background(synthetic):
     while not store.reward_test_runs() and time.time() < deadline:
         time.sleep(0.2)
     (run,) = store.reward_test_runs()
-    assert run["n_pairs"] == 12 and run["config"]["campaign"] == cid and run["config"]["reference_set"] == "validation"
+    assert (
+        run["n_pairs"] == 12
+        and run["config"]["campaign"] == cid
+        and run["config"]["reference_set"] == "validation"
+    )
     at.run()
     assert not at.exception
     history = frame(at, "failed tests")
@@ -547,12 +618,25 @@ def test_audit_report_is_one_self_contained_html_file(synthetic):
 
     db, cid = synthetic
     doc = build_audit_report(_service(db).store, cid)
-    assert doc.startswith("<!DOCTYPE html>") and doc.count("window.PlotlyConfig") == 1  # plotly.js inline, once
-    assert doc.count('class="plotly-graph-div"') >= 2  # histogram and ECDF (and the test matrix once runs exist)
+    assert (
+        doc.startswith("<!DOCTYPE html>") and doc.count("window.PlotlyConfig") == 1
+    )  # plotly.js inline, once
+    assert (
+        doc.count('class="plotly-graph-div"') >= 2
+    )  # histogram and ECDF (and the test matrix once runs exist)
     tags = re.findall(r"<(?:script|link|img|iframe)\b[^>]*>", doc)
-    assert tags and not [t for t in tags if re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", t)], tags
-    for section in ("Campaign summary", "Per-step table", "Reward distributions per Grow step", "Drift statistics",
-                    "Reward-model versions and unit tests", "Rating statistics", "Event log"):
+    assert tags and not [t for t in tags if re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", t)], (
+        tags
+    )
+    for section in (
+        "Campaign summary",
+        "Per-step table",
+        "Reward distributions per Grow step",
+        "Drift statistics",
+        "Reward-model versions and unit tests",
+        "Rating statistics",
+        "Event log",
+    ):
         assert f"<h2>{section}</h2>" in doc, section
     assert "grow 1 → grow 2" in doc and 'class="alarm-box"' in doc and "reward distribution moved" in doc
     assert "campaign created" in doc and "v-syn" in doc

@@ -20,7 +20,9 @@ EXAMPLES = [
 
 
 def _jsonl(path: Path, *rows: object) -> Path:
-    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8"
+    )
     return path
 
 
@@ -77,7 +79,9 @@ def test_jsonl_not_json_or_not_object(tmp_path: Path) -> None:
 def test_invalid_utf8_reported_on_its_line(tmp_path: Path) -> None:
     good = json.dumps({"source": "a", "reference": "b"}).encode()
     path = tmp_path / "u.jsonl"
-    path.write_bytes(good + b"\n" + good + b"\n" + b'{"source": "\xff\xfe", "reference": "x"}\n' + good + b"\n")
+    path.write_bytes(
+        good + b"\n" + good + b"\n" + b'{"source": "\xff\xfe", "reference": "x"}\n' + good + b"\n"
+    )
     assert _error(path).problems == [f"{path} line 3: not valid UTF-8"]
     path = tmp_path / "u.csv"
     path.write_bytes(b"source,reference\na,b\nbad \xc3\x28 byte,c\nd,e\n")
@@ -87,7 +91,7 @@ def test_invalid_utf8_reported_on_its_line(tmp_path: Path) -> None:
 def test_csv_bad_rows_report_physical_lines(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text(
-        'id,source,reference\n'
+        "id,source,reference\n"
         '1,"a quoted\nmultiline\nsource",ok\n'  # lines 2-4
         "2,fine,\n"  # line 5: empty reference
         "\n"  # line 6: blank, skipped
@@ -140,17 +144,32 @@ def test_parquet_bad_rows_name_row_index(tmp_path: Path) -> None:
 
 
 def test_id_field(tmp_path: Path) -> None:
-    path = _jsonl(tmp_path / "i.jsonl", {"k": 7, "source": "a", "reference": "b"}, {"k": "x", "source": "c", "reference": "d"})
+    path = _jsonl(
+        tmp_path / "i.jsonl",
+        {"k": 7, "source": "a", "reference": "b"},
+        {"k": "x", "source": "c", "reference": "d"},
+    )
     assert [e.id for e in load_examples(path, id_field="k")] == ["7", "x"]
-    path = _jsonl(tmp_path / "i.jsonl", {"k": 7, "source": "a", "reference": "b"}, {"k": "7", "source": "c", "reference": "d"})
+    path = _jsonl(
+        tmp_path / "i.jsonl",
+        {"k": 7, "source": "a", "reference": "b"},
+        {"k": "7", "source": "c", "reference": "d"},
+    )
     assert "i.jsonl line 2: field 'k' value '7' duplicates" in str(_error(path, id_field="k"))
     path = _jsonl(tmp_path / "i.jsonl", {"source": "a", "reference": "b"})
     assert "i.jsonl line 1: field 'k' is missing" in str(_error(path, id_field="k"))
 
 
 def test_custom_fields_and_missing_reference(tmp_path: Path) -> None:
-    path = _jsonl(tmp_path / "q.jsonl", {"question": "q1", "answer": "a1"}, {"question": "q2"}, {"question": "q3", "answer": None})
-    assert "line 2: field 'answer' is missing" in str(_error(path, source_field="question", reference_field="answer"))
+    path = _jsonl(
+        tmp_path / "q.jsonl",
+        {"question": "q1", "answer": "a1"},
+        {"question": "q2"},
+        {"question": "q3", "answer": None},
+    )
+    assert "line 2: field 'answer' is missing" in str(
+        _error(path, source_field="question", reference_field="answer")
+    )
     got = load_examples(path, source_field="question", reference_field="answer", allow_missing_reference=True)
     assert [e.reference for e in got] == ["a1", "", ""]
 
@@ -191,7 +210,7 @@ def test_load_split(tmp_path: Path) -> None:
 
 def test_csv_bom_crlf_and_unterminated_quote(tmp_path: Path) -> None:
     path = tmp_path / "w.csv"
-    path.write_bytes(b"\xef\xbb\xbfsource,reference\r\na,b\r\n\"x\r\ny\",\r\n")
+    path.write_bytes(b'\xef\xbb\xbfsource,reference\r\na,b\r\n"x\r\ny",\r\n')
     assert _error(path).problems == [f"{path} line 3: field 'reference' is empty"]
-    path.write_bytes(b"source,reference\na,b\n\"never closed,c\nd,e\n")
+    path.write_bytes(b'source,reference\na,b\n"never closed,c\nd,e\n')
     assert _error(path).problems[0].startswith(f"{path} line 3: malformed CSV")

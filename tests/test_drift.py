@@ -38,7 +38,9 @@ def _store(tmp_path: Path, steps: dict[int, dict], n_sources: int = 200) -> S:
     """steps: grow -> {"reward": array, optional "n_tokens", "text", "sum_logprob", "source_id"}."""
     s = S(tmp_path / "d.duckdb")
     s.create_campaign(CID, "drift", "rest", {}, str(tmp_path))
-    sids = sorted({sid for st in steps.values() for sid in st.get("source_id", [])} | {str(i) for i in range(n_sources)})
+    sids = sorted(
+        {sid for st in steps.values() for sid in st.get("source_id", [])} | {str(i) for i in range(n_sources)}
+    )
     s.add_prompts(CID, "train", [(sid, f"{sid} + 1", str(sid)) for sid in sids])
     for g, st in steps.items():
         n = len(st["reward"])
@@ -47,13 +49,34 @@ def _store(tmp_path: Path, steps: dict[int, dict], n_sources: int = 200) -> S:
         rows = []
         for i in range(n):
             k = idx[src[i]] = idx.get(src[i], -1) + 1
-            rows.append(dict(grow=g, source_id=src[i], sample_idx=k, text=st["text"][i] if "text" in st else f"t{i}",
-                             n_tokens=int(st["n_tokens"][i]) if "n_tokens" in st else 5,
-                             sum_logprob=float(st["sum_logprob"][i]) if "sum_logprob" in st else -1.0,
-                             policy="base" if g == 1 else f"g{g - 1}-i1", reward=float(st["reward"][i]), reward_version="v"))
+            rows.append(
+                dict(
+                    grow=g,
+                    source_id=src[i],
+                    sample_idx=k,
+                    text=st["text"][i] if "text" in st else f"t{i}",
+                    n_tokens=int(st["n_tokens"][i]) if "n_tokens" in st else 5,
+                    sum_logprob=float(st["sum_logprob"][i]) if "sum_logprob" in st else -1.0,
+                    policy="base" if g == 1 else f"g{g - 1}-i1",
+                    reward=float(st["reward"][i]),
+                    reward_version="v",
+                )
+            )
         # An original pair per source, which drift must ignore (it is the same in every step).
-        rows += [dict(grow=g, source_id=sid, sample_idx=-1, text="ref", n_tokens=None, sum_logprob=None,
-                      policy="reference", reward=1.0, reward_version="v") for sid in sids]
+        rows += [
+            dict(
+                grow=g,
+                source_id=sid,
+                sample_idx=-1,
+                text="ref",
+                n_tokens=None,
+                sum_logprob=None,
+                policy="reference",
+                reward=1.0,
+                reward_version="v",
+            )
+            for sid in sids
+        ]
         pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), tmp_path / f"g{g}.parquet")
         s.ingest_shard(CID, "samples", f"g{g}", tmp_path / f"g{g}.parquet")
     return s
@@ -62,8 +85,11 @@ def _store(tmp_path: Path, steps: dict[int, dict], n_sources: int = 200) -> S:
 def _step(rng: np.random.Generator, n: int, alpha: float, beta: float) -> dict:
     """Rewards ~ Beta(alpha, beta); lengths and texts from one fixed distribution."""
     lens = rng.poisson(8, n) + 1
-    return {"reward": rng.beta(alpha, beta, n), "n_tokens": lens,
-            "text": [" ".join(rng.choice(WORDS, size=m)) for m in lens]}
+    return {
+        "reward": rng.beta(alpha, beta, n),
+        "n_tokens": lens,
+        "text": [" ".join(rng.choice(WORDS, size=m)) for m in lens],
+    }
 
 
 def test_sql_wasserstein_and_ks_match_scipy(tmp_path: Path):
@@ -90,8 +116,14 @@ def test_alarm_fires_on_a_shifted_reward_distribution_and_is_recorded(tmp_path: 
     assert record_alarms(s, CID, rep) == 1
     (ev,) = s.events(CID, ["drift_alarm"])
     payload = json.loads(ev["payload"])
-    assert payload["metric"] == "reward_wasserstein" and payload["value"] == pytest.approx(rep["reward"]["wasserstein_norm"])
-    assert payload["threshold"] == 0.1 and (payload["a"], payload["b"]) == (1, 2) and "grow 1 to grow 2" in ev["message"]
+    assert payload["metric"] == "reward_wasserstein" and payload["value"] == pytest.approx(
+        rep["reward"]["wasserstein_norm"]
+    )
+    assert (
+        payload["threshold"] == 0.1
+        and (payload["a"], payload["b"]) == (1, 2)
+        and "grow 1 to grow 2" in ev["message"]
+    )
     # A threshold above the shift silences it; the KS check is opt-in.
     assert drift_report(s, CID, thresholds=DriftThresholds(reward_wasserstein=5.0))["alarms"] == []
     loud = drift_report(s, CID, thresholds=DriftThresholds(ks_pvalue=0.01))
@@ -113,7 +145,14 @@ def test_diversity_hand_computed(tmp_path: Path):
     # s1: "a b a", "a b c", "a b a" (2 unique of 3); s2: "z", "y z" (2 of 2). Unique share = (2/3 + 1) / 2.
     # Tokens split on runs of whitespace. Unigrams a b a a b c a b a z y z: 5 distinct of 12. Bigrams ab ba ab bc ab ba yz: 4 distinct of 7.
     texts, src = ["a b a", "a b c", "a b a", "z", " y  z "], ["s1", "s1", "s1", "s2", "s2"]
-    s = _store(tmp_path, {1: {"reward": [0.1] * 5, "text": texts, "source_id": src}, 2: {"reward": [0.2], "source_id": ["s2"]}}, n_sources=0)
+    s = _store(
+        tmp_path,
+        {
+            1: {"reward": [0.1] * 5, "text": texts, "source_id": src},
+            2: {"reward": [0.2], "source_id": ["s2"]},
+        },
+        n_sources=0,
+    )
     assert s.unique_share(CID, 1) == pytest.approx(5 / 6)
     d = s.distinct_n(CID, 1, n_texts=100)
     assert d == {"n_texts": 5, "distinct_1": pytest.approx(5 / 12), "distinct_2": pytest.approx(4 / 7)}
@@ -163,8 +202,13 @@ def test_kl_is_zero_for_the_same_policy_and_positive_for_another(tmp_path: Path,
     pol_a, pol_b = policies
     sources = [f"{i} + 1" for i in range(50)]
     cands = sample(pol_a, sources, k=2, temperature=1.0, max_new_tokens=8, seed=0)
-    step = {"reward": [0.5] * len(cands), "text": [c.text for c in cands], "source_id": [str(c.source_index) for c in cands],
-            "n_tokens": [c.n_tokens for c in cands], "sum_logprob": [c.sum_logprob for c in cands]}
+    step = {
+        "reward": [0.5] * len(cands),
+        "text": [c.text for c in cands],
+        "source_id": [str(c.source_index) for c in cands],
+        "n_tokens": [c.n_tokens for c in cands],
+        "sum_logprob": [c.sum_logprob for c in cands],
+    }
     s = _store(tmp_path, {1: step, 2: step}, n_sources=50)
     same = kl_estimate(s, CID, 1, base=pol_a, current=pol_a, n=100)
     other = kl_estimate(s, CID, 1, base=pol_b, current=pol_a, n=100)
@@ -185,7 +229,13 @@ def test_kl_from_stored_logprobs_drops_incomparable_rows(tmp_path: Path, policie
     # term, so they are not comparable with a rescoring that includes it; a wrong figure shows if they leak in.
     n_tok[30:] = [12] * 10
     lp[30:] = 0.0
-    step = {"reward": [0.5] * 40, "text": texts, "source_id": [str(i) for i in range(40)], "n_tokens": n_tok, "sum_logprob": lp}
+    step = {
+        "reward": [0.5] * 40,
+        "text": texts,
+        "source_id": [str(i) for i in range(40)],
+        "n_tokens": n_tok,
+        "sum_logprob": lp,
+    }
     s = _store(tmp_path, {1: step, 2: {"reward": [0.5]}}, n_sources=40)
     same = kl_estimate(s, CID, 1, base=pol_a, n=100, max_new_tokens=12)
     assert (same["logp_current"], same["n"], same["dropped"]) == ("stored", 30, 10) and abs(same["kl"]) < 1e-4

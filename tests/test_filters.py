@@ -37,9 +37,17 @@ REWARDS: dict[str, dict[int, float]] = {
 
 def _rows(grow: int, rewards: dict[str, dict[int, float]]) -> list[dict]:
     return [
-        dict(grow=grow, source_id=sid, sample_idx=idx, text=f"answer {sid}/{idx}", n_tokens=None if idx < 0 else 3 + idx,
-             sum_logprob=None if idx < 0 else -1.5 * (idx + 1), policy="reference" if idx < 0 else "base", reward=r,
-             reward_version="v1")
+        dict(
+            grow=grow,
+            source_id=sid,
+            sample_idx=idx,
+            text=f"answer {sid}/{idx}",
+            n_tokens=None if idx < 0 else 3 + idx,
+            sum_logprob=None if idx < 0 else -1.5 * (idx + 1),
+            policy="reference" if idx < 0 else "base",
+            reward=r,
+            reward_version="v1",
+        )
         for sid, by_idx in rewards.items()
         for idx, r in by_idx.items()
     ]
@@ -57,8 +65,24 @@ def store(tmp_path: Path):
     s.add_prompts(OTHER, "train", [(sid, f"other {sid}", f"ref {sid}") for sid in REWARDS])
     # Rows that the filters of (CID, grow 1) must never see: another Grow step and another campaign.
     noise = {sid: {0: 1.0, 1: 0.99} for sid in REWARDS}
-    assert s.ingest_shard(CID, "samples", f"{CID}/g1/a", _shard(tmp_path / "g1-a.parquet", _rows(1, dict(list(REWARDS.items())[:4])))) > 0
-    assert s.ingest_shard(CID, "samples", f"{CID}/g1/b", _shard(tmp_path / "g1-b.parquet", _rows(1, dict(list(REWARDS.items())[4:])))) > 0
+    assert (
+        s.ingest_shard(
+            CID,
+            "samples",
+            f"{CID}/g1/a",
+            _shard(tmp_path / "g1-a.parquet", _rows(1, dict(list(REWARDS.items())[:4]))),
+        )
+        > 0
+    )
+    assert (
+        s.ingest_shard(
+            CID,
+            "samples",
+            f"{CID}/g1/b",
+            _shard(tmp_path / "g1-b.parquet", _rows(1, dict(list(REWARDS.items())[4:]))),
+        )
+        > 0
+    )
     s.ingest_shard(CID, "samples", f"{CID}/g2/a", _shard(tmp_path / "g2.parquet", _rows(2, noise)))
     s.ingest_shard(OTHER, "samples", f"{OTHER}/g1/a", _shard(tmp_path / "other.parquet", _rows(1, noise)))
     yield s
@@ -186,7 +210,8 @@ def test_ingesting_a_shard_twice_adds_its_rows_once(tmp_path: Path):
         n = s.query_value("SELECT count(*) FROM samples WHERE campaign_id = ?", [CID])
         assert n == len(rows)
         dup = s.query_value(
-            "SELECT count(*) FROM (SELECT grow, source_id, sample_idx FROM samples GROUP BY ALL HAVING count(*) > 1)", []
+            "SELECT count(*) FROM (SELECT grow, source_id, sample_idx FROM samples GROUP BY ALL HAVING count(*) > 1)",
+            [],
         )
         assert dup == 0
         # The columns land as written, with the campaign and shard ids filled in by the store.
@@ -195,7 +220,9 @@ def test_ingesting_a_shard_twice_adds_its_rows_once(tmp_path: Path):
             "FROM samples WHERE campaign_id = ?",
             [CID],
         )
-        assert {(g["s"], g["i"]): g["r"] for g in got} == {(r["source_id"], r["sample_idx"]): r["reward"] for r in rows}
+        assert {(g["s"], g["i"]): g["r"] for g in got} == {
+            (r["source_id"], r["sample_idx"]): r["reward"] for r in rows
+        }
         assert {g["sh"] for g in got} == {"shard-1"}
         assert s.samples_generated(CID) == sum(1 for r in rows if r["sample_idx"] >= 0)
     finally:
@@ -233,7 +260,9 @@ def test_interpolation_keeps_the_best_candidate_of_every_source(tmp_path: Path, 
     Identical candidates (a peaked policy often samples the same text K times) get identical rewards.
     """
     rng = np.random.default_rng(1)
-    rewards = {str(i): {j: float(x) for j in range(n)} for i, (x, n) in enumerate(zip(rng.random(40), [3, 8] * 20))}
+    rewards = {
+        str(i): {j: float(x) for j in range(n)} for i, (x, n) in enumerate(zip(rng.random(40), [3, 8] * 20))
+    }
     s = Store(tmp_path / "ties.duckdb")
     try:
         s.add_prompts(CID, "train", [(sid, f"source {sid}", "r") for sid in rewards])

@@ -30,13 +30,20 @@ def policy() -> Policy:
     )
     pol = Policy(model, tok, "cpu", template)
     # A few epochs of BC so that decodes are digits and '=' that end with EOS at different lengths.
-    fine_tune(pol, [TrainExample(e.source, e.reference) for e in exs], lr=5e-3, epochs=15, batch_size=16, seed=0)
+    fine_tune(
+        pol, [TrainExample(e.source, e.reference) for e in exs], lr=5e-3, epochs=15, batch_size=16, seed=0
+    )
     return pol
 
 
 # Different lengths, so batches are left-padded; one longer than the context, so it is truncated.
-SOURCES = ["Ann has 12 apples, gets 30 more and gives away 5. How many apples now?", "Bo has 3 pens?", "x",
-           "Cy has 40 coins, gets 11 more and gives away 20. How many coins now? " * 6, "Di has 9 cards."]
+SOURCES = [
+    "Ann has 12 apples, gets 30 more and gives away 5. How many apples now?",
+    "Bo has 3 pens?",
+    "x",
+    "Cy has 40 coins, gets 11 more and gives away 20. How many coins now? " * 6,
+    "Di has 9 cards.",
+]
 
 
 def _key(cands):
@@ -46,8 +53,19 @@ def _key(cands):
 def test_k_candidates_per_source_in_order(policy: Policy):
     k = 3
     seen = []
-    cands = sample(policy, SOURCES, k, temperature=1.0, max_new_tokens=MAX_NEW, batch_size=4, seed=1, on_batch=seen.append)
-    assert [(c.source_index, c.sample_index) for c in cands] == [(i, j) for i in range(len(SOURCES)) for j in range(k)]
+    cands = sample(
+        policy,
+        SOURCES,
+        k,
+        temperature=1.0,
+        max_new_tokens=MAX_NEW,
+        batch_size=4,
+        seed=1,
+        on_batch=seen.append,
+    )
+    assert [(c.source_index, c.sample_index) for c in cands] == [
+        (i, j) for i in range(len(SOURCES)) for j in range(k)
+    ]
     assert sum(seen) == len(SOURCES)  # progress reports every source once
     assert len(seen) == math.ceil(len(SOURCES) / (4 // k))
     for c in cands:
@@ -71,7 +89,9 @@ def test_same_seed_same_samples_other_seed_other_samples(policy: Policy):
 def test_greedy_gives_one_per_source_independent_of_k_seed_and_batching(policy: Policy):
     g1 = sample(policy, SOURCES, k=5, greedy=True, max_new_tokens=MAX_NEW, batch_size=64, seed=0)
     assert [(c.source_index, c.sample_index) for c in g1] == [(i, 0) for i in range(len(SOURCES))]
-    g2 = sample(policy, SOURCES, k=1, greedy=True, max_new_tokens=MAX_NEW, batch_size=1, seed=99)  # no padding at all
+    g2 = sample(
+        policy, SOURCES, k=1, greedy=True, max_new_tokens=MAX_NEW, batch_size=1, seed=99
+    )  # no padding at all
     assert [c.text for c in g1] == [c.text for c in g2]
     assert [c.n_tokens for c in g1] == [c.n_tokens for c in g2]
     for a, b in zip(g1, g2):

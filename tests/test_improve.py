@@ -40,7 +40,9 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def _loss(policy: Policy, examples: list[TrainExample]) -> float:
     """Mean target-token NLL of the whole set, in eval mode."""
     policy.model.eval()
-    ids, attn, labels, w = _collate([(*_encode(policy, e), e.weight) for e in examples], policy.tokenizer.pad_token_id, "cpu")
+    ids, attn, labels, w = _collate(
+        [(*_encode(policy, e), e.weight) for e in examples], policy.tokenizer.pad_token_id, "cpu"
+    )
     return float(weighted_nll(policy.model(input_ids=ids, attention_mask=attn).logits, labels, w)[0])
 
 
@@ -58,7 +60,9 @@ def test_fine_tune_changes_weights_and_lowers_the_loss():
     assert res.steps == 6 * math.ceil(len(DATA) / 8) == len(points)
     assert [p["step"] for p in points] == list(range(1, res.steps + 1))
     assert all(p["total"] == res.steps and math.isfinite(p["loss"]) and p["lr"] > 0 for p in points)
-    assert res.tokens > 0 and res.best_step == 0 and res.best_reward is None  # no evaluate: nothing to restore
+    assert (
+        res.tokens > 0 and res.best_step == 0 and res.best_reward is None
+    )  # no evaluate: nothing to restore
     assert not policy.model.training
 
 
@@ -89,7 +93,9 @@ def test_early_stopping_restores_the_best_initial_weights():
         calls.append(1)
         return next(values)
 
-    res = fine_tune(policy, DATA, lr=3e-3, epochs=4, batch_size=8, seed=0, evaluate=evaluate, eval_every=2, patience=2)
+    res = fine_tune(
+        policy, DATA, lr=3e-3, epochs=4, batch_size=8, seed=0, evaluate=evaluate, eval_every=2, patience=2
+    )
     assert _same(before, _state(policy)), "the weights of the best check (before training) must be restored"
     assert (res.start_reward, res.best_reward, res.best_step) == (0.9, 0.9, 0)
     assert len(calls) == 3  # step 0, then two worse checks exhaust the patience
@@ -103,8 +109,18 @@ def test_early_stopping_keeps_the_best_intermediate_weights():
     def run(values: list[float], patience: int):
         policy = _policy()
         it = iter(values)
-        res = fine_tune(policy, DATA, lr=3e-3, epochs=4, batch_size=8, seed=0, max_steps=9, evaluate=lambda: next(it),
-                        eval_every=3, patience=patience)
+        res = fine_tune(
+            policy,
+            DATA,
+            lr=3e-3,
+            epochs=4,
+            batch_size=8,
+            seed=0,
+            max_steps=9,
+            evaluate=lambda: next(it),
+            eval_every=3,
+            patience=patience,
+        )
         return res, _state(policy)
 
     best3, w_best3 = run([0.1, 0.5, 0.2, 0.3], patience=5)
@@ -143,7 +159,9 @@ def test_weighted_nll_by_hand():
     assert float(loss) == pytest.approx(_by_hand(logits, labels, weights), rel=1e-6)
     # All weights 1: the usual token-mean cross-entropy of next-token prediction.
     ones, _ = weighted_nll(logits, labels, torch.ones(3))
-    ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1), ignore_index=-100)
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 7), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
     assert float(ones) == pytest.approx(float(ce), rel=1e-6)
 
 
@@ -166,9 +184,30 @@ def test_reward_weighted_fine_tune_ignores_weight_zero_targets():
     """Two runs that differ only in the targets of weight-0 examples end with identical weights."""
     keep = [TrainExample(s, t, 1.0) for s, t in PAIRS[:2]]
     a, b = _policy(), _policy()
-    fine_tune(a, keep + [TrainExample("9 + 9", "18", 0.0), TrainExample("2 + 6", "8", 0.0)], lr=3e-3, epochs=3, batch_size=4, seed=0)
-    fine_tune(b, keep + [TrainExample("9 + 9", "81", 0.0), TrainExample("2 + 6", "5", 0.0)], lr=3e-3, epochs=3, batch_size=4, seed=0)
+    fine_tune(
+        a,
+        keep + [TrainExample("9 + 9", "18", 0.0), TrainExample("2 + 6", "8", 0.0)],
+        lr=3e-3,
+        epochs=3,
+        batch_size=4,
+        seed=0,
+    )
+    fine_tune(
+        b,
+        keep + [TrainExample("9 + 9", "81", 0.0), TrainExample("2 + 6", "5", 0.0)],
+        lr=3e-3,
+        epochs=3,
+        batch_size=4,
+        seed=0,
+    )
     assert _same(_state(a), _state(b))
     c = _policy()  # a non-zero weight on a different target does change the result
-    fine_tune(c, keep + [TrainExample("9 + 9", "81", 0.5), TrainExample("2 + 6", "5", 0.5)], lr=3e-3, epochs=3, batch_size=4, seed=0)
+    fine_tune(
+        c,
+        keep + [TrainExample("9 + 9", "81", 0.5), TrainExample("2 + 6", "5", 0.5)],
+        lr=3e-3,
+        epochs=3,
+        batch_size=4,
+        seed=0,
+    )
     assert not _same(_state(a), _state(c))

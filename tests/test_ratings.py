@@ -41,10 +41,35 @@ def store(tmp_path: Path) -> S:
     s.create_campaign(CID, "ratings", "rest", {}, str(tmp_path))
     s.add_prompts(CID, "train", [(sid, f"source {sid}", f"reference {sid}") for sid in SOURCES])
     for g, pol in POLICY.items():
-        rows = [dict(grow=g, source_id=sid, sample_idx=k, text=f"{pol} says {sid}/{k}", n_tokens=4, sum_logprob=-3.0,
-                     policy=pol, reward=_reward(g, i, k), reward_version="v") for i, sid in enumerate(SOURCES) for k in range(3)]
-        rows += [dict(grow=g, source_id=sid, sample_idx=-1, text=f"reference {sid}", n_tokens=None, sum_logprob=None,
-                      policy="reference", reward=1.0, reward_version="v") for sid in SOURCES]
+        rows = [
+            dict(
+                grow=g,
+                source_id=sid,
+                sample_idx=k,
+                text=f"{pol} says {sid}/{k}",
+                n_tokens=4,
+                sum_logprob=-3.0,
+                policy=pol,
+                reward=_reward(g, i, k),
+                reward_version="v",
+            )
+            for i, sid in enumerate(SOURCES)
+            for k in range(3)
+        ]
+        rows += [
+            dict(
+                grow=g,
+                source_id=sid,
+                sample_idx=-1,
+                text=f"reference {sid}",
+                n_tokens=None,
+                sum_logprob=None,
+                policy="reference",
+                reward=1.0,
+                reward_version="v",
+            )
+            for sid in SOURCES
+        ]
         pq.write_table(pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA), tmp_path / f"g{g}.parquet")
         s.ingest_shard(CID, "samples", f"g{g}", tmp_path / f"g{g}.parquet")
     return s
@@ -58,7 +83,9 @@ def test_tasks_pair_samples_of_the_same_source_and_are_seeded(store: S):
     assert out["n_tasks"] == 5 and out["batch"] == "b1"
     tasks = store.rating_tasks(CID)
     for t in tasks:
-        assert t["text_a"].startswith(f"base says {t['source_id']}/") and t["text_b"].startswith(f"g1-i1 says {t['source_id']}/")
+        assert t["text_a"].startswith(f"base says {t['source_id']}/") and t["text_b"].startswith(
+            f"g1-i1 says {t['source_id']}/"
+        )
         assert t["source"] == f"source {t['source_id']}" and t["grow"] == 2 and t["grow_a"] == 1
     # The same seed on the same data picks the same sources and samples.
     first = [(t["source_id"], t["text_a"], t["text_b"]) for t in tasks]
@@ -93,7 +120,14 @@ def test_annotator_never_gets_a_task_twice_and_complete_tasks_are_not_served(sto
     assert sorted(seen["ann"]) == sorted(seen["bob"]) and len(set(seen["ann"])) == 3
     assert store.next_task("carol", CID) is None  # every task has its 2 distinct annotators
     assert store.next_task("carol") is None  # across campaigns too
-    assert store.progress(CID) == {"tasks": 3, "complete": 3, "partial": 0, "unrated": 0, "ratings": 6, "annotators": 2}
+    assert store.progress(CID) == {
+        "tasks": 3,
+        "complete": 3,
+        "partial": 0,
+        "unrated": 0,
+        "ratings": 6,
+        "annotators": 2,
+    }
 
 
 def test_shown_order_is_per_annotator_and_stored(store: S):
@@ -108,7 +142,9 @@ def test_shown_order_is_per_annotator_and_stored(store: S):
     assert "policy_a" not in t and "policy_b" not in t  # blind
     store.submit_rating(t["task_id"], ann, score_left=6, score_right=1, shown_order=t["shown_order"])
     (r,) = store.ratings(CID)
-    assert (r["score_a"], r["score_b"], r["shown_order"], r["annotator"]) == (1, 6, "ba", ann) and r["ts"] is not None
+    assert (r["score_a"], r["score_b"], r["shown_order"], r["annotator"]) == (1, 6, "ba", ann) and r[
+        "ts"
+    ] is not None
 
 
 def test_ratings_are_append_only_and_bad_input_is_refused(store: S):
@@ -139,7 +175,14 @@ def _r(task: int, ann: str, a: int, b: int, pa: str = "base", pb: str = "g1-i1")
 
 def test_human_eval_diff_hand_computed():
     # Task means (a, b): t1 (2, 4) -> +2; t2 (3, 3.5) -> +0.5; t3 (4, 3) -> -1; t4 (1, 5) -> +4.
-    rows = [_r(1, "x", 2, 4), _r(1, "y", 2, 4), _r(2, "x", 3, 3), _r(2, "y", 3, 4), _r(3, "x", 4, 3), _r(4, "y", 1, 5)]
+    rows = [
+        _r(1, "x", 2, 4),
+        _r(1, "y", 2, 4),
+        _r(2, "x", 3, 3),
+        _r(2, "y", 3, 4),
+        _r(3, "x", 4, 3),
+        _r(4, "y", 1, 5),
+    ]
     res = hr.human_eval_diff(rows, seed=0)
     assert res["mean"] == {"base": pytest.approx(2.5), "g1-i1": pytest.approx(3.875)}
     assert res["diff"] == pytest.approx(1.375) and res["n_tasks"] == 4 and res["n_ratings"] == 6
@@ -160,8 +203,12 @@ def test_krippendorff_alpha_textbook_and_hand_computed():
     # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", 4 observers x 12 units with missing
     # values; the paper gives alpha_interval = 0.849.
     n = np.nan
-    k2011 = [[1, 2, 3, 3, 2, 1, 4, 1, 2, n, n, n], [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, n, 3],
-             [n, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, n], [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, n]]
+    k2011 = [
+        [1, 2, 3, 3, 2, 1, 4, 1, 2, n, n, n],
+        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, n, 3],
+        [n, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, n],
+        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, n],
+    ]
     assert hr.krippendorff_alpha_interval(k2011) == pytest.approx(0.849, abs=5e-4)
     # By hand: coders A = (1, 2, 3), B = (1, 2, 4). Pairable values {1,1,2,2,3,4}, n = 6.
     # D_o = (1/6) * [0 + 0 + ((3-4)^2 + (4-3)^2) / (2-1)] = 2/6.
@@ -173,7 +220,13 @@ def test_krippendorff_alpha_textbook_and_hand_computed():
     assert hr.krippendorff_alpha_interval([[0, 3, 6], [0, 3, 6]]) == 1.0
     assert np.isnan(hr.krippendorff_alpha_interval([[2, 2], [2, 2]]))
     assert [hr.reliability_label(x) for x in (0.85, 0.8, 0.7, 0.667, 0.5, float("nan"))] == [
-        "reliable", "reliable", "tentative", "tentative", "unreliable", "undefined"]
+        "reliable",
+        "reliable",
+        "tentative",
+        "tentative",
+        "unreliable",
+        "undefined",
+    ]
 
 
 def test_krippendorff_alpha_matches_the_package_when_installed():
@@ -181,7 +234,9 @@ def test_krippendorff_alpha_matches_the_package_when_installed():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 7, size=(5, 60)).astype(float)
     x[rng.random(x.shape) < 0.3] = np.nan
-    assert hr.krippendorff_alpha_interval(x) == pytest.approx(kr.alpha(reliability_data=x, level_of_measurement="interval"))
+    assert hr.krippendorff_alpha_interval(x) == pytest.approx(
+        kr.alpha(reliability_data=x, level_of_measurement="interval")
+    )
 
 
 def test_agreement_builds_units_from_both_sides():
@@ -216,11 +271,17 @@ def test_correlation_per_grow_from_the_store(store: S):
         store.submit_rating(t["task_id"], "ann", round((ra - 0.1) * 20), 6 - round((rb - 0.2) * 20), "ab")
     rows = store.rated_rewards(CID)
     assert len(rows) == 24
-    assert all(r["reward"] == _reward(r["grow"], SOURCES.index(r["source_id"]), r["sample_idx"]) for r in rows)
+    assert all(
+        r["reward"] == _reward(r["grow"], SOURCES.index(r["source_id"]), r["sample_idx"]) for r in rows
+    )
     by = {c["grow"]: c for c in hr.correlation_by_grow(rows)}
     assert by[1]["spearman_rho"] > 0.9 and by[2]["spearman_rho"] < -0.9 and by[1]["n"] == by[2]["n"] == 12
     st = hr.rating_stats(store, CID)
-    assert st["progress"]["complete"] == 12 and st["pairs"][0]["n_tasks"] == 12 and st["agreement"]["annotators"] == 1
+    assert (
+        st["progress"]["complete"] == 12
+        and st["pairs"][0]["n_tasks"] == 12
+        and st["agreement"]["annotators"] == 1
+    )
 
 
 def _cli(args: list[str]) -> int:
@@ -234,7 +295,26 @@ def test_cli_ratings_create_and_stats(store: S, monkeypatch, capsys):
     monkeypatch.setattr(engine.store, "Store", S)  # the mixins may not be wired into Store yet
     db = str(store.path)
     store.close()
-    assert _cli(["ratings", "create", CID, "--a", "base", "--b", "g1-i1", "--n", "4", "--required", "1", "--db", db]) == 0
+    assert (
+        _cli(
+            [
+                "ratings",
+                "create",
+                CID,
+                "--a",
+                "base",
+                "--b",
+                "g1-i1",
+                "--n",
+                "4",
+                "--required",
+                "1",
+                "--db",
+                db,
+            ]
+        )
+        == 0
+    )
     assert "created 4 rating tasks in batch b1 (base vs g1-i1, 1 ratings each)" in capsys.readouterr().out
     s = S(db)
     for t in s.rating_tasks(CID):
@@ -242,7 +322,11 @@ def test_cli_ratings_create_and_stats(store: S, monkeypatch, capsys):
     s.close()
     assert _cli(["ratings", "stats", CID, "--db", db]) == 0
     out = capsys.readouterr().out
-    assert "tasks 4: complete 4" in out and "human eval diff +3.000 [3.000, 3.000]" in out and "preferred: g1-i1" in out
+    assert (
+        "tasks 4: complete 4" in out
+        and "human eval diff +3.000 [3.000, 3.000]" in out
+        and "preferred: g1-i1" in out
+    )
     assert _cli(["ratings", "stats", CID, "--db", db, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pairs"][0]["diff"] == 3.0
     with pytest.raises(SystemExit, match="policy 'nope' has no samples"):

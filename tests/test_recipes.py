@@ -16,10 +16,27 @@ pytestmark = pytest.mark.slow
 
 def _demo(tmp_path, recipe: str) -> dict:
     db = tmp_path / "r.duckdb"
-    cmd = [sys.executable, "-m", "engine.cli", "demo", "--recipe", recipe, "--small", "--db", str(db), "--data-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "demo",
+        "--recipe",
+        recipe,
+        "--small",
+        "--db",
+        str(db),
+        "--data-dir",
+        str(tmp_path),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    out = subprocess.run([sys.executable, "-m", "engine.cli", "status", "--db", str(db), "--json"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "status", "--db", str(db), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     (status,) = json.loads(out.stdout)
     return status
 

@@ -70,13 +70,26 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path,
     rng = random.Random(0)
     rows = [train[i % 80] for i in range(150)]
     cands = [ex.reference if rng.random() < 0.25 else corrupt(rng, ex.reference) for ex in rows]
-    head = train_minilm_head([e.source for e in rows], cands, [e.reference for e in rows],
-                             [chrf(c, e.reference) for c, e in zip(cands, rows)], root / "reward_head", seed=0)
+    head = train_minilm_head(
+        [e.source for e in rows],
+        cands,
+        [e.reference for e in rows],
+        [chrf(c, e.reference) for c, e in zip(cands, rows)],
+        root / "reward_head",
+        seed=0,
+    )
     for split in ("train", "validation"):
         write_examples(root / f"{split}.jsonl", splits[split])
-    cfg = config_from_dict({"name": "refresh", "mode": "rest", "policy": {"scratch": {}},
-                            "data": {"train": "train.jsonl", "validation": "validation.jsonl"},
-                            "reward": {"kind": "minilm", "path": "reward_head"}}, base_dir=root)
+    cfg = config_from_dict(
+        {
+            "name": "refresh",
+            "mode": "rest",
+            "policy": {"scratch": {}},
+            "data": {"train": "train.jsonl", "validation": "validation.jsonl"},
+            "reward": {"kind": "minilm", "path": "reward_head"},
+        },
+        base_dir=root,
+    )
     db = root / "restgov.duckdb"
     store = Store(db)
     cid = new_campaign(store, cfg, root / "runs")
@@ -86,22 +99,48 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path,
         if i >= N_RATED:  # unrated outputs of the latest policy, 3 per source
             samples += [(2, ex.id, k, corrupt(rng, ref), "g1-i1") for k in range(3)]
             continue
-        pair = [drop(rng, ref), stutter(ref)] if rng.random() < 0.75 else [ref if rng.random() < 0.5 else replace(rng, ref), drop(rng, ref)]
+        pair = (
+            [drop(rng, ref), stutter(ref)]
+            if rng.random() < 0.75
+            else [ref if rng.random() < 0.5 else replace(rng, ref), drop(rng, ref)]
+        )
         rng.shuffle(pair)
         samples += [(1, ex.id, 0, pair[0], "base"), (2, ex.id, 0, pair[1], "g1-i1")]
-    table = pa.Table.from_pylist([dict(grow=g, source_id=sid, sample_idx=k, text=t, n_tokens=len(t.split()), sum_logprob=-1.0,
-                                       policy=p, reward=0.5, reward_version="v0") for g, sid, k, t, p in samples], schema=SAMPLE_SCHEMA)
+    table = pa.Table.from_pylist(
+        [
+            dict(
+                grow=g,
+                source_id=sid,
+                sample_idx=k,
+                text=t,
+                n_tokens=len(t.split()),
+                sum_logprob=-1.0,
+                policy=p,
+                reward=0.5,
+                reward_version="v0",
+            )
+            for g, sid, k, t, p in samples
+        ],
+        schema=SAMPLE_SCHEMA,
+    )
     pq.write_table(table, root / "samples.parquet")
     store.ingest_shard(cid, "samples", "s1", root / "samples.parquet")
-    assert store.create_rating_tasks(cid, "base", "g1-i1", n=N_RATED, required_ratings=2)["n_tasks"] == N_RATED
+    assert (
+        store.create_rating_tasks(cid, "base", "g1-i1", n=N_RATED, required_ratings=2)["n_tasks"] == N_RATED
+    )
     refs = {ex.id: ex.reference for ex in train}
     for k, annotator in enumerate(("ann", "bob")):
         noise = random.Random(k)
         while (t := store.next_task(annotator, cid)) is not None:
             ref = refs[t["source_id"]]
             jitter = [noise.choice((-1, 0, 0, 1)) if k else 0 for _ in range(2)]
-            store.submit_rating(t["task_id"], annotator, human(t["text_left"], ref, jitter[0]),
-                                human(t["text_right"], ref, jitter[1]), t["shown_order"])
+            store.submit_rating(
+                t["task_id"],
+                annotator,
+                human(t["text_left"], ref, jitter[0]),
+                human(t["text_right"], ref, jitter[1]),
+                t["shown_order"],
+            )
     store.close()
     return db, cid, head, splits["validation"]
 
@@ -119,10 +158,14 @@ def _accuracy(r: MiniLMReward, val: list, better, worse) -> float:
 
 
 def test_rated_pairs_average_annotators_and_drop_ties():
-    tasks = [dict(task_id=i, source_id=f"s{i}", source=f"src {i}", text_a=f"a{i}", text_b=b)
-             for i, b in ((1, "b1"), (2, "b2"), (3, "b3"), (4, "a4"))]
-    ratings = [dict(task_id=t, score_a=a, score_b=b) for t, a, b in
-               ((1, 5, 2), (1, 4, 4), (2, 3, 3), (3, 1, 6), (3, 2, 5), (4, 6, 0))]
+    tasks = [
+        dict(task_id=i, source_id=f"s{i}", source=f"src {i}", text_a=f"a{i}", text_b=b)
+        for i, b in ((1, "b1"), (2, "b2"), (3, "b3"), (4, "a4"))
+    ]
+    ratings = [
+        dict(task_id=t, score_a=a, score_b=b)
+        for t, a, b in ((1, 5, 2), (1, 4, 4), (2, 3, 3), (3, 1, 6), (3, 2, 5), (4, 6, 0))
+    ]
     pairs = rated_pairs(tasks, ratings, {"s1": "ref 1"})
     # Task 2 is a tie, task 4 shows the same text on both sides: both carry no preference.
     assert pairs == [RatedPair("src 1", "a1", "b1", "ref 1", 1.5), RatedPair("src 3", "b3", "a3", None, 4.0)]
@@ -132,8 +175,14 @@ def test_refresh_fixes_the_blind_spot_and_stores_a_tested_version(campaign, tmp_
     db, cid, head, val = campaign
     store = Store(_copy_db(db, tmp_path))
     res = refresh_campaign_reward(store, cid, tmp_path / "refreshed", actor="ops")
-    assert res["n_rated_tasks"] == N_RATED and res["n_pairs"] + res["n_ties_dropped"] == N_RATED and res["n_pairs"] >= 30
-    assert res["n_heldout"] == round(0.2 * res["n_pairs"]) and res["n_anchor"] == 3 * (120 - N_RATED) + N_RATED
+    assert (
+        res["n_rated_tasks"] == N_RATED
+        and res["n_pairs"] + res["n_ties_dropped"] == N_RATED
+        and res["n_pairs"] >= 30
+    )
+    assert (
+        res["n_heldout"] == round(0.2 * res["n_pairs"]) and res["n_anchor"] == 3 * (120 - N_RATED) + N_RATED
+    )
     # The raters' preference is learned where the old head disagreed, on pairs it never trained on.
     assert res["heldout_accuracy_after"] > res["heldout_accuracy_before"], res
     assert res["accuracy_after"] > res["accuracy_before"] + 0.2, res
@@ -142,15 +191,23 @@ def test_refresh_fixes_the_blind_spot_and_stores_a_tested_version(campaign, tmp_
     assert new.version == res["version"] != old.version == res["parent_version"]
     meta = json.loads((Path(res["path"]) / "head.json").read_text())
     assert meta["parent_version"] == old.version and meta["stats"]["n_pairs"] == res["n_pairs"]
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".refreshed")) == []  # atomic: no temp dirs
+    assert (
+        sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".refreshed")) == []
+    )  # atomic: no temp dirs
     # It generalises to unseen sentences, and does not forget that a complete sentence beats a dropped word.
     r1, r2 = random.Random(7), random.Random(7)
-    assert _accuracy(new, val, lambda s: drop(r1, s), stutter) > _accuracy(old, val, lambda s: drop(r2, s), stutter)
+    assert _accuracy(new, val, lambda s: drop(r1, s), stutter) > _accuracy(
+        old, val, lambda s: drop(r2, s), stutter
+    )
     assert _accuracy(new, val, lambda s: s, lambda s: drop(random.Random(3), s)) >= 0.8
 
     runs = store.reward_test_runs(new.version)
-    assert len(runs) == 1 and runs[0]["run_id"] == res["unit_tests"]["run_id"] and runs[0]["n_pairs"] == len(val)
-    assert runs[0]["config"]["refresh_of"] == old.version and runs[0]["verdict"] == res["unit_tests"]["verdict"]
+    assert (
+        len(runs) == 1 and runs[0]["run_id"] == res["unit_tests"]["run_id"] and runs[0]["n_pairs"] == len(val)
+    )
+    assert (
+        runs[0]["config"]["refresh_of"] == old.version and runs[0]["verdict"] == res["unit_tests"]["verdict"]
+    )
     # The parent was never tested, so it is tested now, on the same suite: the figures name what changed.
     ut, parent = res["unit_tests"], res["parent_unit_tests"]
     assert [r["run_id"] for r in store.reward_test_runs(old.version)] == [parent["run_id"]]
@@ -158,7 +215,11 @@ def test_refresh_fixes_the_blind_spot_and_stores_a_tested_version(campaign, tmp_
     assert store.query_value("SELECT path FROM reward_models WHERE version = ?", [new.version]) == res["path"]
     (ev,) = store.events(cid, ["reward_refresh"])
     payload = json.loads(ev["payload"])
-    assert ev["actor"] == "ops" and payload["version"] == new.version and payload["heldout_accuracy_after"] == res["heldout_accuracy_after"]
+    assert (
+        ev["actor"] == "ops"
+        and payload["version"] == new.version
+        and payload["heldout_accuracy_after"] == res["heldout_accuracy_after"]
+    )
     # The campaign now scores with the new head: the next Grow (and the reward-tests gate) use this version.
     assert res["config_updated"] and store.campaign(cid)["config"] == res["config"]
     cfg = config_from_dict(res["config"])
@@ -208,14 +269,28 @@ def test_cli_prints_before_after_and_the_verdict(campaign, tmp_path: Path, capsy
     store = Store(db)
     before = store.campaign(cid)["config"]
     store.close()
-    a = parser.parse_args(["reward-refresh", cid, "--out", str(tmp_path / "cli-head"), "--actor", "cli-user", "--epochs", "3",
-                           "--no-switch"])
+    a = parser.parse_args(
+        [
+            "reward-refresh",
+            cid,
+            "--out",
+            str(tmp_path / "cli-head"),
+            "--actor",
+            "cli-user",
+            "--epochs",
+            "3",
+            "--no-switch",
+        ]
+    )
     code = a.fn(a)
     out = capsys.readouterr().out
     store = Store(db)
     (run,) = store.reward_test_runs(MiniLMReward(tmp_path / "cli-head").version)
     assert code == (1 if run["verdict"] == "fail" else 0)
-    assert "pairwise accuracy (held out):" in out and f"unit tests of the new version: {run['verdict'].upper()}" in out
+    assert (
+        "pairwise accuracy (held out):" in out
+        and f"unit tests of the new version: {run['verdict'].upper()}" in out
+    )
     assert "unit tests of the parent:" in out and "regressed: " in out
     assert "campaign config unchanged" in out and store.campaign(cid)["config"] == before
     assert store.events(cid, ["reward_refresh"])[0]["actor"] == "cli-user"

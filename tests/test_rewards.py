@@ -32,7 +32,9 @@ from engine.rewards import (  # noqa: E402
 def test_exact_match_ignores_whitespace_only():
     r = load_reward(RewardConfig(kind="exact_match"))
     assert isinstance(r, ExactMatch) and r.needs_reference and r.name == "exact_match"
-    got = r.score(["s"] * 4, ["  the  cat\nsat ", "the cat sat", "The cat sat", "the cat"], ["the cat sat"] * 4)
+    got = r.score(
+        ["s"] * 4, ["  the  cat\nsat ", "the cat sat", "The cat sat", "the cat"], ["the cat sat"] * 4
+    )
     assert got == [1.0, 1.0, 0.0, 0.0]
     with pytest.raises(RewardError, match="needs references"):
         r.score(["s"], ["x"])
@@ -155,11 +157,19 @@ def _save_classifier(path, arch: str, num_labels: int = 1):
 
     tok = AutoTokenizer.from_pretrained(MODEL_DIR, local_files_only=True)
     if arch == "bert":
-        cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128, num_labels=num_labels)
+        cfg = BertConfig(
+            vocab_size=tok.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            num_labels=num_labels,
+        )
     else:  # decoder classifier: exercises the pad_token_id path that finds the last real token
-        cfg = GPT2Config(vocab_size=tok.vocab_size, n_embd=32, n_layer=1, n_head=2, n_positions=128,
-                         num_labels=num_labels)
+        cfg = GPT2Config(
+            vocab_size=tok.vocab_size, n_embd=32, n_layer=1, n_head=2, n_positions=128, num_labels=num_labels
+        )
     torch.manual_seed(0)
     AutoModelForSequenceClassification.from_config(cfg).save_pretrained(path)
     tok.save_pretrained(path)
@@ -186,7 +196,9 @@ def test_hf_one_logit_classifier(tmp_path, arch):
 
 def test_hf_rejects_wrong_directories(tmp_path):
     with pytest.raises(RewardError, match="num_labels=2"):
-        load_reward(RewardConfig(kind="hf", path=str(_save_classifier(tmp_path / "two", "bert", num_labels=2))))
+        load_reward(
+            RewardConfig(kind="hf", path=str(_save_classifier(tmp_path / "two", "bert", num_labels=2)))
+        )
     with pytest.raises(FileNotFoundError, match="nope"):
         load_reward(RewardConfig(kind="hf", path=str(tmp_path / "nope")))
     (tmp_path / "empty").mkdir()
@@ -201,9 +213,11 @@ def test_hf_rejects_wrong_directories(tmp_path):
 
 # ---------------------------------------------------------------- MiniLM encoder and learned head
 
-WORDS = ("cat dog bird farmer teacher child river market city garden house road train letter song book "
-         "walks reads sees builds paints finds carries opens red small old quiet bright green slowly "
-         "today near under behind").split()
+WORDS = (
+    "cat dog bird farmer teacher child river market city garden house road train letter song book "
+    "walks reads sees builds paints finds carries opens red small old quiet bright green slowly "
+    "today near under behind"
+).split()
 
 
 def _sentences(rng: random.Random, n: int) -> list[str]:

@@ -16,7 +16,9 @@ def test_max_grow_steps():
 
 
 def test_target_reward_uses_latest_validation_reward():
-    assert stop_reason(StopConfig(target_reward=0.6), _p(vals=(0.5, 0.6))).startswith("target_reward: validation reward 0.6000")
+    assert stop_reason(StopConfig(target_reward=0.6), _p(vals=(0.5, 0.6))).startswith(
+        "target_reward: validation reward 0.6000"
+    )
     assert stop_reason(StopConfig(target_reward=0.61), _p(vals=(0.5, 0.6))) is None
 
 
@@ -26,8 +28,14 @@ def test_min_improvement_over_window():
     reason = stop_reason(cfg, _p(vals=(0.5, 0.6, 0.62)))
     assert reason.startswith("min_improvement") and "+0.0200" in reason
     # Over two steps the same run gained 0.12: no stop; with too little history there is no verdict yet.
-    assert stop_reason(StopConfig(max_grow_steps=9, min_improvement=0.05, window=2), _p(vals=(0.5, 0.6, 0.62))) is None
-    assert stop_reason(StopConfig(max_grow_steps=9, min_improvement=0.05, window=3), _p(vals=(0.5, 0.6, 0.62))) is None
+    assert (
+        stop_reason(StopConfig(max_grow_steps=9, min_improvement=0.05, window=2), _p(vals=(0.5, 0.6, 0.62)))
+        is None
+    )
+    assert (
+        stop_reason(StopConfig(max_grow_steps=9, min_improvement=0.05, window=3), _p(vals=(0.5, 0.6, 0.62)))
+        is None
+    )
 
 
 def test_budgets():

@@ -23,8 +23,12 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Tasks complete", f"{p['complete']} / {p['tasks']}")
 c2.metric("Ratings", p["ratings"])
 c3.metric("Annotators", p["annotators"])
-c4.metric("Krippendorff's alpha", "-" if a["alpha"] != a["alpha"] else f"{a['alpha']:.3f}", a["label"],
-          delta_color="off")
+c4.metric(
+    "Krippendorff's alpha",
+    "-" if a["alpha"] != a["alpha"] else f"{a['alpha']:.3f}",
+    a["label"],
+    delta_color="off",
+)
 st.subheader("Human eval diff (policy b minus baseline a, 0..6 scale)")
 st.dataframe(stats["pairs"], hide_index=True, key="agree_pairs")
 st.subheader("Reward vs human score per Grow step")
@@ -33,6 +37,12 @@ rows = store.rated_rewards(cid)
 if rows:
     import plotly.express as px
 
-    fig = px.scatter(rows, x="reward", y="human", color=[f"Grow {r['grow']}" for r in rows],
-                     labels={"human": "mean human score (0..6)"}, height=360)
+    fig = px.scatter(
+        rows,
+        x="reward",
+        y="human",
+        color=[f"Grow {r['grow']}" for r in rows],
+        labels={"human": "mean human score (0..6)"},
+        height=360,
+    )
     st.plotly_chart(fig, key="agree_scatter")

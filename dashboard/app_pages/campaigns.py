@@ -13,8 +13,16 @@ if msg := st.session_state.pop("created", None):
     st.success(msg)
 
 # Keyed with on_change="rerun" so both keep their open state when a widget inside reruns the page.
-with st.expander("New campaign", expanded=not data.campaigns(), icon=":material/add:", key="new_expander", on_change="rerun"):
-    t_recipe, t_upload, t_form = st.tabs(["Demo recipe", "Upload TOML", "Form"], key="new_tabs", on_change="rerun")
+with st.expander(
+    "New campaign",
+    expanded=not data.campaigns(),
+    icon=":material/add:",
+    key="new_expander",
+    on_change="rerun",
+):
+    t_recipe, t_upload, t_form = st.tabs(
+        ["Demo recipe", "Upload TOML", "Form"], key="new_tabs", on_change="rerun"
+    )
     with t_recipe:
         create.recipe_tab(svc, user)
     with t_upload:

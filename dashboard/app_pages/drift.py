@@ -19,15 +19,24 @@ if cid is None:
     st.info("No campaigns yet.")
     st.stop()
 
-st.download_button("Download the audit report (HTML)", lambda: build_audit_report(store, cid), f"{cid}-audit.html",
-                   mime="text/html", key="drift_report", type="primary", icon=":material/download:",
-                   help="One self-contained file: campaign summary, per-step table, reward histograms, drift statistics "
-                        "with alarms, event log, reward versions and test verdicts, rating statistics. Opens offline.")
+st.download_button(
+    "Download the audit report (HTML)",
+    lambda: build_audit_report(store, cid),
+    f"{cid}-audit.html",
+    mime="text/html",
+    key="drift_report",
+    type="primary",
+    icon=":material/download:",
+    help="One self-contained file: campaign summary, per-step table, reward histograms, drift statistics "
+    "with alarms, event log, reward versions and test verdicts, rating statistics. Opens offline.",
+)
 
 st.subheader("Drift between Grow steps")
 if not hasattr(store, "drift_grows"):
-    st.info("Drift statistics need the governance module, which this store does not provide yet.",
-            icon=":material/construction:")
+    st.info(
+        "Drift statistics need the governance module, which this store does not provide yet.",
+        icon=":material/construction:",
+    )
 else:
     grows = [r["grow"] for r in store.drift_grows(cid)]
     if len(grows) < 2:
@@ -50,14 +59,44 @@ st.subheader("Reward-model versions")
 versions = store.reward_versions(cid)
 if not versions:
     st.info("No reward-model version registered or tested yet.")
-st.dataframe([v | {"failed_tests": ", ".join(v["failed_tests"]), "used_in_grows": ", ".join(map(str, v["used_in_grows"] or []))}
-              for v in versions], hide_index=True, key="drift_versions",
-             column_order=["version", "name", "kind", "used_in_grows", "n_samples", "verdict", "failed_tests", "tested_at",
-                           "n_runs", "latest_run", "path", "registered_at"])
+st.dataframe(
+    [
+        v
+        | {
+            "failed_tests": ", ".join(v["failed_tests"]),
+            "used_in_grows": ", ".join(map(str, v["used_in_grows"] or [])),
+        }
+        for v in versions
+    ],
+    hide_index=True,
+    key="drift_versions",
+    column_order=[
+        "version",
+        "name",
+        "kind",
+        "used_in_grows",
+        "n_samples",
+        "verdict",
+        "failed_tests",
+        "tested_at",
+        "n_runs",
+        "latest_run",
+        "path",
+        "registered_at",
+    ],
+)
 
 st.subheader("Event log")
 events = store.recent_events(cid, 1000)
-st.dataframe([{k: e[k] for k in ("id", "ts", "actor", "kind", "state", "message")} for e in events],
-             hide_index=True, key="drift_events")
-st.download_button("Export the event log (JSON)", json.dumps(events, default=str, indent=1), f"{cid}-events.json",
-                   mime="application/json", key="drift_export")
+st.dataframe(
+    [{k: e[k] for k in ("id", "ts", "actor", "kind", "state", "message")} for e in events],
+    hide_index=True,
+    key="drift_events",
+)
+st.download_button(
+    "Export the event log (JSON)",
+    json.dumps(events, default=str, indent=1),
+    f"{cid}-events.json",
+    mime="application/json",
+    key="drift_export",
+)

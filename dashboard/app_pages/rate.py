@@ -20,8 +20,10 @@ if user["role"] == "operator":
 
 since = st.session_state.setdefault("rate_since", now())  # skips of this session keep their task away
 prog = store.annotator_progress(user["name"], since)
-st.caption(f"You rated {prog['rated']} · {prog['left']} left for you"
-           + (f" · {prog['skipped']} skipped this session" if prog["skipped"] else ""))
+st.caption(
+    f"You rated {prog['rated']} · {prog['left']} left for you"
+    + (f" · {prog['skipped']} skipped this session" if prog["skipped"] else "")
+)
 task = store.next_task(user["name"], skipped_since=since)
 if task is None:
     st.success("Nothing left to rate for you. Thank you!")
@@ -33,12 +35,18 @@ tid = task["task_id"]
 st.caption(f"Task {tid} · {task['n_ratings']} of {task['required_ratings']} ratings so far")
 scores = rating.task_panel(task)
 c1, c2, _ = st.columns([1, 1, 4])
-if c1.button("Submit", key=f"rate_submit_{tid}", type="primary", disabled=None in scores.values(), help="Enter"):
+if c1.button(
+    "Submit", key=f"rate_submit_{tid}", type="primary", disabled=None in scores.values(), help="Enter"
+):
     store.submit_rating(tid, user["name"], scores["left"], scores["right"], task["shown_order"])
     st.rerun()
-if c2.button("Skip", key=f"rate_skip_{tid}", help="Pass on this task: it is not shown to you again in this session"):
+if c2.button(
+    "Skip", key=f"rate_skip_{tid}", help="Pass on this task: it is not shown to you again in this session"
+):
     store.skip_task(tid, user["name"])
     st.rerun()
-st.caption("Keyboard: **0**–**6** score the highlighted candidate (the highlight then moves to the other one), "
-           "**←** / **→** / **Tab** move the highlight, **Enter** submits.")
+st.caption(
+    "Keyboard: **0**–**6** score the highlighted candidate (the highlight then moves to the other one), "
+    "**←** / **→** / **Tab** move the highlight, **Enter** submits."
+)
 rating.keyboard()

@@ -16,12 +16,22 @@ st.title("Reward tests")
 data.needs("reward_test_runs", "reward_test_results", "save_reward_test_run", "reward_test_pairs")
 cid = data.pick_campaign("rt_campaign")
 if cid:
-    version = reward_panel.reward_version(cid, json.dumps(store.campaign(cid)["config"]["reward"], sort_keys=True))
+    version = reward_panel.reward_version(
+        cid, json.dumps(store.campaign(cid)["config"]["reward"], sort_keys=True)
+    )
     latest = store.latest_reward_test_run(version)
-    st.caption(f"This campaign's reward version `{version}`: "
-               + (f"latest run **{latest['verdict']}** ({latest['created_at']:%Y-%m-%d %H:%M})" if latest else "never tested"))
+    st.caption(
+        f"This campaign's reward version `{version}`: "
+        + (
+            f"latest run **{latest['verdict']}** ({latest['created_at']:%Y-%m-%d %H:%M})"
+            if latest
+            else "never tested"
+        )
+    )
     if user["role"] == "operator":
-        with st.expander("Run the suite on this campaign's reward", expanded=latest is None, icon=":material/play_circle:"):
+        with st.expander(
+            "Run the suite on this campaign's reward", expanded=latest is None, icon=":material/play_circle:"
+        ):
             reward_panel.run_form(store, cid, user)
     else:
         st.caption("Read-only: operators run the suite.")
@@ -29,7 +39,9 @@ if cid:
 
 history = store.reward_test_history()
 if not history:
-    st.info("No reward test runs yet. An operator runs the suite above, or with `restgov reward-test --reward ... --data ...`.")
+    st.info(
+        "No reward test runs yet. An operator runs the suite above, or with `restgov reward-test --reward ... --data ...`."
+    )
     st.stop()
 st.subheader("History across reward-model versions")
 st.dataframe(reward_panel.history_rows(history), hide_index=True, key="rt_runs")

@@ -18,7 +18,9 @@ from engine.config import CampaignConfig, ConfigError
 user = require_page("stopping")
 svc = service()
 st.title("Stopping criteria")
-st.caption("Decided before a campaign starts, checked before every Grow step; every change is logged with who and when.")
+st.caption(
+    "Decided before a campaign starts, checked before every Grow step; every change is logged with who and when."
+)
 cid = data.pick_campaign("stop_pick")
 if cid is None:
     st.info("No campaigns yet.")
@@ -35,7 +37,10 @@ def save(section: str, prefix: str) -> None:
     try:
         changed = svc.update_criteria(cid, section, form_values(hints[section], prefix), user["name"])
         st.session_state.stop_error = None
-        st.toast(f"[{section}] saved: " + (", ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()) or "no change"))
+        st.toast(
+            f"[{section}] saved: "
+            + (", ".join(f"{k} {a} → {b}" for k, (a, b) in changed.items()) or "no change")
+        )
     except ConfigError as e:
         st.session_state.stop_error = {"field": e.field, "message": f"{e.field} = {e.value!r}: {e.allowed}"}
 
@@ -45,10 +50,24 @@ for section in sections:
     prefix = f"{section}_{cid}"
     with st.form(f"form_{section}"):
         st.markdown(f"**[{section}]**")
-        dataclass_form(hints[section], row["config"].get(section, {}), prefix, section, st.session_state.stop_error,
-                       disabled=finished)
-        st.form_submit_button(f"Save [{section}]", type="primary", disabled=finished, on_click=save, args=(section, prefix))
+        dataclass_form(
+            hints[section],
+            row["config"].get(section, {}),
+            prefix,
+            section,
+            st.session_state.stop_error,
+            disabled=finished,
+        )
+        st.form_submit_button(
+            f"Save [{section}]", type="primary", disabled=finished, on_click=save, args=(section, prefix)
+        )
 
 st.subheader("History")
-events = svc.store.recent_events(cid, 100, kinds=["criteria", "stop_criterion", "gate", "reward_tests", "request"])
-st.dataframe([{k: e[k] for k in ("ts", "actor", "kind", "message")} for e in events], hide_index=True, key="stop_history")
+events = svc.store.recent_events(
+    cid, 100, kinds=["criteria", "stop_criterion", "gate", "reward_tests", "request"]
+)
+st.dataframe(
+    [{k: e[k] for k in ("ts", "actor", "kind", "message")} for e in events],
+    hide_index=True,
+    key="stop_history",
+)

@@ -34,5 +34,8 @@ if c2.button("Remove", key="user_remove", disabled=who is None):
     store.remove_user(who, actor=user["name"])
     st.rerun()
 st.subheader("Account events")
-st.dataframe([{k: e[k] for k in ("ts", "actor", "kind", "message")} for e in store.recent_events(None, 100)],
-             hide_index=True, key="user_events")
+st.dataframe(
+    [{k: e[k] for k in ("ts", "actor", "kind", "message")} for e in store.recent_events(None, 100)],
+    hide_index=True,
+    key="user_events",
+)

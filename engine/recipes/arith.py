@@ -24,7 +24,9 @@ def problem(rng: random.Random) -> tuple[str, str]:
     return src, f"{a}+{b}={a + b} {a + b}-{d}={a + b - d}"
 
 
-def make_splits(seed: int, sizes: dict[str, int], answer_only: tuple[str, ...] = ("train",)) -> dict[str, list[Example]]:
+def make_splits(
+    seed: int, sizes: dict[str, int], answer_only: tuple[str, ...] = ("train",)
+) -> dict[str, list[Example]]:
     """Disjoint problem sets; splits in `answer_only` keep only the final answer, the others the worked solution."""
     rng = random.Random(seed)
     seen: set[str] = set()
@@ -94,8 +96,11 @@ max_grow_steps = {grows}
 
 
 def prepare(out: Path, small: bool = False) -> Path:
-    sizes = dict(bootstrap=500, train=2000, validation=200, test=200) if small else \
-        dict(bootstrap=500, train=3000, validation=300, test=500)
+    sizes = (
+        dict(bootstrap=500, train=2000, validation=200, test=200)
+        if small
+        else dict(bootstrap=500, train=3000, validation=300, test=500)
+    )
     for split, exs in make_splits(seed=7, sizes=sizes).items():
         write_examples(out / f"{split}.jsonl", exs)
     params = dict(bc_epochs=15, k=8, epochs=4, grows=1 if small else 2)

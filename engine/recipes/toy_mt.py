@@ -13,10 +13,47 @@ from pathlib import Path
 
 from ..data import Example, write_examples
 
-NOUNS = ["dog", "cat", "bird", "child", "farmer", "teacher", "horse", "fish", "king", "girl", "boy", "doctor",
-         "apple", "ball", "book", "house", "river", "tree", "letter", "stone", "song", "boat", "door", "hat"]
+NOUNS = [
+    "dog",
+    "cat",
+    "bird",
+    "child",
+    "farmer",
+    "teacher",
+    "horse",
+    "fish",
+    "king",
+    "girl",
+    "boy",
+    "doctor",
+    "apple",
+    "ball",
+    "book",
+    "house",
+    "river",
+    "tree",
+    "letter",
+    "stone",
+    "song",
+    "boat",
+    "door",
+    "hat",
+]
 ADJS = ["small", "big", "red", "old", "young", "green", "happy", "quiet", "tall", "bright", "cold", "brave"]
-VERBS = ["sees", "finds", "likes", "takes", "paints", "carries", "follows", "opens", "builds", "hears", "wants", "loses"]
+VERBS = [
+    "sees",
+    "finds",
+    "likes",
+    "takes",
+    "paints",
+    "carries",
+    "follows",
+    "opens",
+    "builds",
+    "hears",
+    "wants",
+    "loses",
+]
 ADVS = ["today", "slowly", "again", "quickly", "often", "there"]
 DETS = ["the", "a"]
 
@@ -29,7 +66,9 @@ def _lexicon(seed: int) -> dict[str, str]:
     lex = {}
     for w in NOUNS + ADJS + VERBS + ADVS + DETS:
         while True:
-            pw = "".join(rng.choice(cons) + rng.choice(vows) for _ in range(rng.randint(1, 3) if w not in DETS else 1))
+            pw = "".join(
+                rng.choice(cons) + rng.choice(vows) for _ in range(rng.randint(1, 3) if w not in DETS else 1)
+            )
             if pw not in used:
                 used.add(pw)
                 lex[w] = pw
@@ -171,8 +210,13 @@ def prepare(out: Path, small: bool = False) -> Path:
         write_examples(out / f"{split}.jsonl", exs)
     if not (out / "reward_head" / "head.json").exists():
         train_reward_head(splits["train"], out / "reward_head", n=1500 if small else 3000)
-    params = dict(bc_epochs=10 if small else 4, k=4 if small else 8, improves=2 if small else 3,
-                  grows=1 if small else 2, max_eval=100 if small else 200)
+    params = dict(
+        bc_epochs=10 if small else 4,
+        k=4 if small else 8,
+        improves=2 if small else 3,
+        grows=1 if small else 2,
+        max_eval=100 if small else 200,
+    )
     path = out / "campaign.toml"
     path.write_text(TOML.format(**params))
     return path

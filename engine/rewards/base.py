@@ -28,22 +28,30 @@ class RewardModel(ABC):
     batch_size: int = 64
 
     @abstractmethod
-    def score(self, sources: list[str], candidates: list[str], references: list[str] | None = None) -> list[float]:
+    def score(
+        self, sources: list[str], candidates: list[str], references: list[str] | None = None
+    ) -> list[float]:
         """One float per candidate, in [0, 1]."""
 
     def describe(self) -> dict[str, Any]:
         """What a run records about the reward it used."""
         return {"name": self.name, "version": self.version, "needs_reference": self.needs_reference}
 
-    def _check_inputs(self, sources: Sequence[str], candidates: Sequence[str], references: Sequence[str] | None) -> None:
+    def _check_inputs(
+        self, sources: Sequence[str], candidates: Sequence[str], references: Sequence[str] | None
+    ) -> None:
         # Shape errors are caught here, before a model spends time on a batch that cannot be scored.
         if len(sources) != len(candidates):
-            raise RewardError(f"reward {self.name!r}: {len(sources)} sources but {len(candidates)} candidates")
+            raise RewardError(
+                f"reward {self.name!r}: {len(sources)} sources but {len(candidates)} candidates"
+            )
         if references is None:
             if self.needs_reference:
                 raise RewardError(f"reward {self.name!r} needs references, but none were given")
         elif len(references) != len(candidates):
-            raise RewardError(f"reward {self.name!r}: {len(references)} references but {len(candidates)} candidates")
+            raise RewardError(
+                f"reward {self.name!r}: {len(references)} references but {len(candidates)} candidates"
+            )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} version={self.version}>"
@@ -60,7 +68,9 @@ def hash_dir(path: str | Path) -> str:
     root = Path(path)
     h = hashlib.sha256()
     files = sorted(
-        p for p in root.rglob("*") if p.is_file() and not any(part in (".git", "__pycache__") for part in p.parts)
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part in (".git", "__pycache__") for part in p.parts)
     )
     for p in files:
         rel = p.relative_to(root).as_posix()
@@ -102,9 +112,13 @@ def checked_scores(
     try:
         raw = list(raw)
     except TypeError as e:
-        raise RewardError(f"reward {reward.name!r} returned {type(raw).__name__}, not a list of floats") from e
+        raise RewardError(
+            f"reward {reward.name!r} returned {type(raw).__name__}, not a list of floats"
+        ) from e
     if len(raw) != len(candidates):
-        raise RewardError(f"reward {reward.name!r} returned {len(raw)} scores for {len(candidates)} candidates")
+        raise RewardError(
+            f"reward {reward.name!r} returned {len(raw)} scores for {len(candidates)} candidates"
+        )
     out: list[float] = []
     for i, v in enumerate(raw):
         problem = None

@@ -19,7 +19,9 @@ def resolve_function(spec: str) -> Callable[..., Any]:
         raise RewardError(f"reward function {spec!r}: expected 'module:function'")
     try:
         obj: Any = importlib.import_module(module_name)
-    except Exception as e:  # a reward module may fail with anything at import time; report it as the spec's fault
+    except (
+        Exception
+    ) as e:  # a reward module may fail with anything at import time; report it as the spec's fault
         raise RewardError(f"reward function {spec!r}: cannot import module {module_name!r}: {e}") from e
     for part in attr_path.split("."):
         if not hasattr(obj, part):
@@ -55,7 +57,9 @@ class CallableReward(RewardModel):
         self.version = hash_source(self.fn)
         self.passes_references, self.needs_reference = _reference_arity(self.fn)
 
-    def score(self, sources: list[str], candidates: list[str], references: list[str] | None = None) -> list[float]:
+    def score(
+        self, sources: list[str], candidates: list[str], references: list[str] | None = None
+    ) -> list[float]:
         self._check_inputs(sources, candidates, references)
         out: list[Any] = []
         for sl in batches(len(candidates), self.batch_size):
@@ -68,7 +72,9 @@ class CallableReward(RewardModel):
             except TypeError as e:
                 raise RewardError(f"reward {self.name!r} returned {type(got).__name__}, not a list") from e
             if len(got) != len(args[1]):
-                raise RewardError(f"reward {self.name!r} returned {len(got)} scores for a batch of {len(args[1])}")
+                raise RewardError(
+                    f"reward {self.name!r} returned {len(got)} scores for a batch of {len(args[1])}"
+                )
             out.extend(got)
         # Values are passed through as given: checked_scores is the one place that judges them.
         return [v if isinstance(v, float) else _as_float(v) for v in out]

@@ -60,12 +60,17 @@ class HFSequenceClassificationReward(RewardModel):
         self.device = pick_device(device)
         self.model, self.tokenizer = _load(self.path, self.device)
         # Some tokenizers report an effectively infinite model_max_length; the position table is the real limit.
-        limits = [self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", None)]
+        limits = [
+            self.tokenizer.model_max_length,
+            getattr(self.model.config, "max_position_embeddings", None),
+        ]
         self.max_length = min([x for x in limits if isinstance(x, int) and 0 < x < 1_000_000] or [512])
         # Pair tokenizers emit token_type_ids; some classifiers' forward() does not take them.
         self.accepts = set(inspect.signature(self.model.forward).parameters)
 
-    def score(self, sources: list[str], candidates: list[str], references: list[str] | None = None) -> list[float]:
+    def score(
+        self, sources: list[str], candidates: list[str], references: list[str] | None = None
+    ) -> list[float]:
         import torch
 
         self._check_inputs(sources, candidates, references)
@@ -100,11 +105,15 @@ def _load(path: Path, device: str) -> tuple[Any, Any]:
         raise RewardError(f"cannot load reward model from {path}: {e}") from e
     if info.get("missing_keys"):
         # A missing score head would be randomly initialised: a reward of noise that looks like a reward.
-        raise RewardError(f"{path}: weights missing for {sorted(info['missing_keys'])}; is this a trained reward model?")
+        raise RewardError(
+            f"{path}: weights missing for {sorted(info['missing_keys'])}; is this a trained reward model?"
+        )
     if tokenizer.pad_token is None:
         # GPT-2-style tokenizers have no pad token; EOS is the usual stand-in (TRL does the same).
         if tokenizer.eos_token is None:
-            raise RewardError(f"{path}: the tokenizer has neither a pad nor an eos token, so batches cannot be padded")
+            raise RewardError(
+                f"{path}: the tokenizer has neither a pad nor an eos token, so batches cannot be padded"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         # Decoder classifiers find the last real token through pad_token_id; without it batching fails.

@@ -46,7 +46,9 @@ class MiniLMEncoder:
         with torch.no_grad():
             for sl in batches(len(todo), self.batch_size):
                 chunk = todo[sl]
-                enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=256, return_tensors="pt")
+                enc = self.tokenizer(
+                    chunk, padding=True, truncation=True, max_length=256, return_tensors="pt"
+                )
                 enc = enc.to(self.device)
                 with autocast(self.device):
                     hidden = self.model(**enc).last_hidden_state.float()
@@ -54,7 +56,11 @@ class MiniLMEncoder:
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 emb = torch.nn.functional.normalize(pooled, dim=-1).cpu()
                 new.update(zip(chunk, emb.clone(), strict=True))  # clone: rows must not pin the batch
-        out = torch.stack([new[t] if t in new else self.cache[t] for t in texts]) if texts else torch.zeros(0, DIM)
+        out = (
+            torch.stack([new[t] if t in new else self.cache[t] for t in texts])
+            if texts
+            else torch.zeros(0, DIM)
+        )
         for t, e in new.items():
             self.cache[t] = e
         while len(self.cache) > self.cache_size:
@@ -127,12 +133,16 @@ def train_minilm_head(
     if others is None:
         raise RewardError("train_minilm_head(use_reference=True) needs references")
     if not (len(sources) == n == len(others) == len(targets)) or n < 2:
-        raise RewardError(f"train_minilm_head: need >= 2 aligned rows, got {len(sources)}/{n}/{len(others)}/{len(targets)}")
+        raise RewardError(
+            f"train_minilm_head: need >= 2 aligned rows, got {len(sources)}/{n}/{len(others)}/{len(targets)}"
+        )
     y = torch.tensor([float(t) for t in targets], dtype=torch.float32)
     if not torch.isfinite(y).all() or y.min() < 0 or y.max() > 1:
         raise RewardError("train_minilm_head: targets must be finite and in [0, 1]")
     enc = get_encoder(device)
-    feats = build_features(enc.encode(list(candidates)), enc.encode(list(others)), list(candidates), list(others))
+    feats = build_features(
+        enc.encode(list(candidates)), enc.encode(list(others)), list(candidates), list(others)
+    )
 
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=gen)
@@ -187,7 +197,10 @@ def _save_head(head: MiniLMHead, meta: dict, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(tmp / "head.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+            str(tmp / "head.safetensors"),
+        )
         (tmp / "head.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -213,14 +226,20 @@ class MiniLMReward(RewardModel):
             raise FileNotFoundError(f"reward head directory not found: {self.path}")
         meta_file, weights = self.path / "head.json", self.path / "head.safetensors"
         if not meta_file.is_file() or not weights.is_file():
-            hint = " (it holds config.json: use reward.kind = 'hf')" if (self.path / "config.json").is_file() else ""
+            hint = (
+                " (it holds config.json: use reward.kind = 'hf')"
+                if (self.path / "config.json").is_file()
+                else ""
+            )
             raise RewardError(f"{self.path} is not a MiniLM head: needs head.json and head.safetensors{hint}")
         try:
             self.meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RewardError(f"{meta_file}: not valid JSON: {e}") from e
         if self.meta.get("format") != HEAD_FORMAT or self.meta.get("features") != FEATURES:
-            raise RewardError(f"{meta_file}: format {self.meta.get('format')!r} is not {HEAD_FORMAT!r} with this feature set")
+            raise RewardError(
+                f"{meta_file}: format {self.meta.get('format')!r} is not {HEAD_FORMAT!r} with this feature set"
+            )
         self.name = f"minilm:{self.path.resolve().name}"
         self.version = hash_dir(self.path)
         self.needs_reference = bool(self.meta["use_reference"])
@@ -233,7 +252,9 @@ class MiniLMReward(RewardModel):
         self.head.eval()
         self.encoder = get_encoder(device, batch_size)
 
-    def score(self, sources: list[str], candidates: list[str], references: list[str] | None = None) -> list[float]:
+    def score(
+        self, sources: list[str], candidates: list[str], references: list[str] | None = None
+    ) -> list[float]:
         self._check_inputs(sources, candidates, references)
         others = references if self.needs_reference else sources
         assert others is not None

@@ -27,7 +27,9 @@ class RatedPair(NamedTuple):
     margin: float  # mean human score of `preferred` minus that of `other`, on the 0..6 scale (> 0)
 
 
-def rated_pairs(tasks: list[dict], ratings: list[dict], references: dict[str, str] | None = None) -> list[RatedPair]:
+def rated_pairs(
+    tasks: list[dict], ratings: list[dict], references: dict[str, str] | None = None
+) -> list[RatedPair]:
     """One pair per rated task whose annotators' mean scores differ (ties and identical texts are dropped).
 
     `tasks` and `ratings` are rows of Store.rating_tasks(cid) and Store.ratings(cid); `references` maps
@@ -78,10 +80,14 @@ def refresh_minilm_head(
     """
     src, out = Path(head_dir), Path(out_dir)
     if out.resolve() == src.resolve():
-        raise RewardError(f"refresh would overwrite its parent {src}: give a new out_dir (each refresh is a new version)")
+        raise RewardError(
+            f"refresh would overwrite its parent {src}: give a new out_dir (each refresh is a new version)"
+        )
     if temperature <= 0 or lr <= 0 or anchor_weight < 0 or batch_size < 1:
-        raise RewardError(f"refresh: need temperature > 0, lr > 0, anchor_weight >= 0, batch_size >= 1, got "
-                          f"{temperature}, {lr}, {anchor_weight}, {batch_size}")
+        raise RewardError(
+            f"refresh: need temperature > 0, lr > 0, anchor_weight >= 0, batch_size >= 1, got "
+            f"{temperature}, {lr}, {anchor_weight}, {batch_size}"
+        )
     old = MiniLMReward(src, device=device)
     ps = [RatedPair(*p) for p in pairs]
     if len(ps) < 2:
@@ -89,7 +95,9 @@ def refresh_minilm_head(
     if any(not p.margin > 0 or not math.isfinite(p.margin) for p in ps):
         raise RewardError("refresh: every pair needs a finite margin > 0 (the preferred text's score lead)")
     if old.needs_reference and any(not p.reference for p in ps):
-        raise RewardError(f"head {src} compares with references, but {sum(not p.reference for p in ps)} pairs have none")
+        raise RewardError(
+            f"head {src} compares with references, but {sum(not p.reference for p in ps)} pairs have none"
+        )
     others = [(p.reference if old.needs_reference else p.source) or "" for p in ps]
     feats = lambda c, x: build_features(old.encoder.encode(c), old.encoder.encode(x), c, x)  # noqa: E731
     fp, fo = feats([p.preferred for p in ps], others), feats([p.other for p in ps], others)
@@ -133,15 +141,28 @@ def refresh_minilm_head(
         shift_a = (head(fa) - aa).abs() if len(anc) else None
     shift = torch.cat([np_ - ap, no - ao]).abs()
     stats: dict[str, Any] = {
-        "method": "pairwise_bradley_terry", "n_pairs": n, "n_train": len(train), "n_heldout": n_held,
-        "epochs": epochs, "steps": epochs * steps_per_epoch, "lr": lr, "seed": seed, "temperature": temperature,
-        "anchor_weight": anchor_weight, "batch_size": batch_size, "final_loss": loss_v,
-        "accuracy_before": _accuracy(ap, ao), "accuracy_after": _accuracy(np_, no),
-        "train_accuracy_before": _accuracy(ap[train], ao[train]), "train_accuracy_after": _accuracy(np_[train], no[train]),
+        "method": "pairwise_bradley_terry",
+        "n_pairs": n,
+        "n_train": len(train),
+        "n_heldout": n_held,
+        "epochs": epochs,
+        "steps": epochs * steps_per_epoch,
+        "lr": lr,
+        "seed": seed,
+        "temperature": temperature,
+        "anchor_weight": anchor_weight,
+        "batch_size": batch_size,
+        "final_loss": loss_v,
+        "accuracy_before": _accuracy(ap, ao),
+        "accuracy_after": _accuracy(np_, no),
+        "train_accuracy_before": _accuracy(ap[train], ao[train]),
+        "train_accuracy_after": _accuracy(np_[train], no[train]),
         "heldout_accuracy_before": _accuracy(ap[held], ao[held]) if n_held else None,
         "heldout_accuracy_after": _accuracy(np_[held], no[held]) if n_held else None,
-        "mean_abs_shift": float(shift.mean()), "max_abs_shift": float(shift.max()),
-        "n_anchor": len(anc), "anchor_mean_abs_shift": float(shift_a.mean()) if shift_a is not None else None,
+        "mean_abs_shift": float(shift.mean()),
+        "max_abs_shift": float(shift.max()),
+        "n_anchor": len(anc),
+        "anchor_mean_abs_shift": float(shift_a.mean()) if shift_a is not None else None,
     }
     # No paths in head.json: the version (a content hash) must not depend on where the parent lives.
     meta = old.meta | {"stats": stats, "parent_version": old.version, "parent_stats": old.meta.get("stats")}
@@ -160,7 +181,9 @@ def campaign_prompts(row: dict, split: str, limit: int | None = None) -> list[tu
     return [(r["source_id"], r["source"], r["reference"] or "") for r in t]
 
 
-def _unit_tests(reward: MiniLMReward, cfg: Any, store: Any, row: dict, limit: int, **extra: Any) -> dict | None:
+def _unit_tests(
+    reward: MiniLMReward, cfg: Any, store: Any, row: dict, limit: int, **extra: Any
+) -> dict | None:
     """Run and store the suite the reward-tests gate runs (engine.worker.run_reward_tests) on up to `limit`
     validation references, so the gate reads this run for this version; None without references."""
     from reward_tests import default_suite, run_suite
@@ -170,16 +193,36 @@ def _unit_tests(reward: MiniLMReward, cfg: Any, store: Any, row: dict, limit: in
     for spec in cfg.reward.tests:
         tests = merge(tests, load_user_tests(spec))
     tests = select(tests, skip=[t for t in cfg.gates.reward_tests_skip if t in {x.name for x in tests}])
-    pairs = [(i, s, r, r) for i, s, r in campaign_prompts(row, "validation", min(limit, cfg.eval.max_sources or limit)) if r]
+    pairs = [
+        (i, s, r, r)
+        for i, s, r in campaign_prompts(row, "validation", min(limit, cfg.eval.max_sources or limit))
+        if r
+    ]
     if not pairs:
         return None
     rep = run_suite(reward, pairs, tests, seed=cfg.seed, min_pass_rate=cfg.gates.reward_tests_min_pass_rate)
-    rep.config |= {"reward": {"kind": cfg.reward.kind, "path": str(reward.path.resolve())}, "campaign": row["id"]} | extra
-    return {"run_id": store.save_reward_test_run(rep), "verdict": rep.verdict, "failed": rep.failed, "n_pairs": rep.n_pairs}
+    rep.config |= {
+        "reward": {"kind": cfg.reward.kind, "path": str(reward.path.resolve())},
+        "campaign": row["id"],
+    } | extra
+    return {
+        "run_id": store.save_reward_test_run(rep),
+        "verdict": rep.verdict,
+        "failed": rep.failed,
+        "n_pairs": rep.n_pairs,
+    }
 
 
-def refresh_campaign_reward(store: Any, cid: str, out_dir: str | Path | None = None, actor: str = "cli",
-                            apply: bool = True, n_validation: int = 200, n_anchor: int = 500, **train: Any) -> dict:
+def refresh_campaign_reward(
+    store: Any,
+    cid: str,
+    out_dir: str | Path | None = None,
+    actor: str = "cli",
+    apply: bool = True,
+    n_validation: int = 200,
+    n_anchor: int = 500,
+    **train: Any,
+) -> dict:
     """Refresh campaign `cid`'s learned reward on its human ratings; register, unit-test and log the new version.
 
     Up to `n_anchor` samples of the latest Grow step anchor the head (see refresh_minilm_head; `train` goes
@@ -195,11 +238,15 @@ def refresh_campaign_reward(store: Any, cid: str, out_dir: str | Path | None = N
         raise KeyError(f"no campaign {cid!r} in {store.path}")
     rc = (cfg := config_from_dict(row["config"])).reward
     if rc.kind not in LEARNED_KINDS:
-        raise RewardError(f"campaign {cid} uses reward kind {rc.kind!r}: only learned reward providers "
-                          f"(kind {', '.join(map(repr, LEARNED_KINDS))}) can be refreshed from human ratings")
+        raise RewardError(
+            f"campaign {cid} uses reward kind {rc.kind!r}: only learned reward providers "
+            f"(kind {', '.join(map(repr, LEARNED_KINDS))}) can be refreshed from human ratings"
+        )
     if apply and (busy := [x["step_key"] for x in store.steps(cid) if x["status"] != "done"]):
-        raise RewardError(f"campaign {cid} has unfinished steps {busy}: switching the reward now would score one "
-                          "step with two versions; let them finish (or refresh without switching)")
+        raise RewardError(
+            f"campaign {cid} has unfinished steps {busy}: switching the reward now would score one "
+            "step with two versions; let them finish (or refresh without switching)"
+        )
     old = MiniLMReward(rc.path, rc.batch_size)
     refs = {sid: ref for sid, _, ref in campaign_prompts(row, "train")} if old.needs_reference else None
     ratings = store.ratings(cid)
@@ -207,42 +254,84 @@ def refresh_campaign_reward(store: Any, cid: str, out_dir: str | Path | None = N
     pairs = [p for p in found if p.reference or not old.needs_reference]
     n_rated = len({r["task_id"] for r in ratings})
     if len(pairs) < 2:
-        raise RewardError(f"campaign {cid} has {len(pairs)} rated pairs with a preference ({n_rated} rated tasks): "
-                          "need at least 2; `restgov ratings create` builds tasks to rate")
+        raise RewardError(
+            f"campaign {cid} has {len(pairs)} rated pairs with a preference ({n_rated} rated tasks): "
+            "need at least 2; `restgov ratings create` builds tasks to rate"
+        )
     out = Path(out_dir or Path(row["run_dir"]) / "reward_heads" / f"refresh-{now():%Y%m%d-%H%M%S}")
     if out.exists():
         raise RewardError(f"{out} already exists: a refresh writes a new head directory")
-    anchor = [(src, text, ref) for _, src, text, ref in store.reward_test_pairs(cid, n_anchor)] if n_anchor else []
+    anchor = (
+        [(src, text, ref) for _, src, text, ref in store.reward_test_pairs(cid, n_anchor)] if n_anchor else []
+    )
     new_dir = refresh_minilm_head(rc.path, pairs, out, anchor=anchor, **train).resolve()
     new = MiniLMReward(new_dir, rc.batch_size)
     st = new.meta["stats"]
     store.add_reward_model(new.version, new.name, rc.kind, str(new_dir))
     prev = store.latest_reward_test_run(old.version)
-    parent = ({"run_id": prev["run_id"], "verdict": prev["verdict"], "failed": [
-        r["test"] for r in store.reward_test_results(prev["run_id"]) if r["passed"] is False]} if prev
-        else _unit_tests(old, cfg, store, row, n_validation))
+    parent = (
+        {
+            "run_id": prev["run_id"],
+            "verdict": prev["verdict"],
+            "failed": [r["test"] for r in store.reward_test_results(prev["run_id"]) if r["passed"] is False],
+        }
+        if prev
+        else _unit_tests(old, cfg, store, row, n_validation)
+    )
     tested = _unit_tests(new, cfg, store, row, n_validation, refresh_of=old.version)
     if tested and parent:
-        tested |= {"regressed": sorted(set(tested["failed"]) - set(parent["failed"])),
-                   "fixed": sorted(set(parent["failed"]) - set(tested["failed"]))}
-    keys = ("accuracy_before", "accuracy_after", "heldout_accuracy_before", "heldout_accuracy_after",
-            "n_train", "n_heldout", "mean_abs_shift", "n_anchor", "anchor_mean_abs_shift", "steps")
+        tested |= {
+            "regressed": sorted(set(tested["failed"]) - set(parent["failed"])),
+            "fixed": sorted(set(parent["failed"]) - set(tested["failed"])),
+        }
+    keys = (
+        "accuracy_before",
+        "accuracy_after",
+        "heldout_accuracy_before",
+        "heldout_accuracy_after",
+        "n_train",
+        "n_heldout",
+        "mean_abs_shift",
+        "n_anchor",
+        "anchor_mean_abs_shift",
+        "steps",
+    )
     figures = {
-        "campaign": cid, "parent_version": old.version, "parent_path": str(Path(rc.path).resolve()),
-        "version": new.version, "name": new.name, "path": str(new_dir), "config_updated": apply,
-        "n_rated_tasks": n_rated, "n_pairs": len(pairs), "n_ties_dropped": n_rated - len(found),
-        "n_without_reference": len(found) - len(pairs), **{k: st[k] for k in keys},
-        "unit_tests": tested, "parent_unit_tests": parent,
+        "campaign": cid,
+        "parent_version": old.version,
+        "parent_path": str(Path(rc.path).resolve()),
+        "version": new.version,
+        "name": new.name,
+        "path": str(new_dir),
+        "config_updated": apply,
+        "n_rated_tasks": n_rated,
+        "n_pairs": len(pairs),
+        "n_ties_dropped": n_rated - len(found),
+        "n_without_reference": len(found) - len(pairs),
+        **{k: st[k] for k in keys},
+        "unit_tests": tested,
+        "parent_unit_tests": parent,
     }
-    held = f", held-out {st['heldout_accuracy_before']:.2f} -> {st['heldout_accuracy_after']:.2f}" if st["n_heldout"] else ""
-    msg = (f"reward refreshed on {len(pairs)} rated pairs: {old.version} -> {new.version}, pairwise accuracy "
-           f"{st['accuracy_before']:.2f} -> {st['accuracy_after']:.2f}{held}; unit tests "
-           f"{tested['verdict'] if tested else 'not run (no validation references)'}")
+    held = (
+        f", held-out {st['heldout_accuracy_before']:.2f} -> {st['heldout_accuracy_after']:.2f}"
+        if st["n_heldout"]
+        else ""
+    )
+    msg = (
+        f"reward refreshed on {len(pairs)} rated pairs: {old.version} -> {new.version}, pairwise accuracy "
+        f"{st['accuracy_before']:.2f} -> {st['accuracy_after']:.2f}{held}; unit tests "
+        f"{tested['verdict'] if tested else 'not run (no validation references)'}"
+    )
     new_config = copy.deepcopy(row["config"])
     new_config["reward"]["path"] = str(new_dir)
     new_config = config_to_dict(config_from_dict(new_config))
     if apply:
-        store.update_config(cid, new_config, actor, f"{msg}; reward.path switched by {actor}",
-                            {"before": {"reward.path": rc.path}, "after": {"reward.path": str(new_dir)}})
+        store.update_config(
+            cid,
+            new_config,
+            actor,
+            f"{msg}; reward.path switched by {actor}",
+            {"before": {"reward.path": rc.path}, "after": {"reward.path": str(new_dir)}},
+        )
     store.add_event(cid, "reward_refresh", msg, figures, actor=actor)
     return figures | {"config": new_config, "message": msg}

@@ -87,7 +87,9 @@ class _PairVerifier(RewardModel):
         self.batch_size = batch_size
         self.version = hash_source(*type(self)._code)
 
-    def score(self, sources: list[str], candidates: list[str], references: list[str] | None = None) -> list[float]:
+    def score(
+        self, sources: list[str], candidates: list[str], references: list[str] | None = None
+    ) -> list[float]:
         self._check_inputs(sources, candidates, references)
         assert references is not None
         return [float(type(self)._fn(c, r)) for c, r in zip(candidates, references, strict=True)]

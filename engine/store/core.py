@@ -100,7 +100,9 @@ class CoreStore:
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
     # ---------------------------------------------------------------- campaigns and events
-    def create_campaign(self, cid: str, name: str, mode: str, config: dict, run_dir: str, actor: str = "cli") -> None:
+    def create_campaign(
+        self, cid: str, name: str, mode: str, config: dict, run_dir: str, actor: str = "cli"
+    ) -> None:
         t = now()
         cur = self.cursor()
         cur.execute(
@@ -118,38 +120,64 @@ class CoreStore:
         return row
 
     def campaigns(self) -> list[dict]:
-        return self._rows("SELECT id, name, mode, state, stop_reason, created_at, updated_at FROM campaigns ORDER BY created_at")
+        return self._rows(
+            "SELECT id, name, mode, state, stop_reason, created_at, updated_at FROM campaigns ORDER BY created_at"
+        )
 
-    def set_state(self, cid: str, state: str, message: str, actor: str = "controller", reason: str | None = None,
-                  payload: dict | None = None) -> None:
+    def set_state(
+        self,
+        cid: str,
+        state: str,
+        message: str,
+        actor: str = "controller",
+        reason: str | None = None,
+        payload: dict | None = None,
+    ) -> None:
         """Update the campaign's state and append the transition to the event log in one transaction."""
         cur = self.cursor()
         cur.execute("BEGIN")
         try:
             if reason is not None:
-                cur.execute("UPDATE campaigns SET state = ?, stop_reason = ?, updated_at = ? WHERE id = ?", [state, reason, now(), cid])
+                cur.execute(
+                    "UPDATE campaigns SET state = ?, stop_reason = ?, updated_at = ? WHERE id = ?",
+                    [state, reason, now(), cid],
+                )
             else:
-                cur.execute("UPDATE campaigns SET state = ?, updated_at = ? WHERE id = ?", [state, now(), cid])
+                cur.execute(
+                    "UPDATE campaigns SET state = ?, updated_at = ? WHERE id = ?", [state, now(), cid]
+                )
             self._event(cur, cid, "state", message, payload, actor, state)
             cur.execute("COMMIT")
         except Exception:
             cur.execute("ROLLBACK")
             raise
 
-    def update_config(self, cid: str, config: dict, actor: str, message: str, payload: dict | None = None) -> None:
+    def update_config(
+        self, cid: str, config: dict, actor: str, message: str, payload: dict | None = None
+    ) -> None:
         """Replace a campaign's validated config and log who changed what, in one transaction."""
         cur = self.cursor()
         cur.execute("BEGIN")
         try:
-            cur.execute("UPDATE campaigns SET config = ?, updated_at = ? WHERE id = ?", [json.dumps(config), now(), cid])
+            cur.execute(
+                "UPDATE campaigns SET config = ?, updated_at = ? WHERE id = ?",
+                [json.dumps(config), now(), cid],
+            )
             self._event(cur, cid, "criteria", message, payload, actor, None)
             cur.execute("COMMIT")
         except Exception:
             cur.execute("ROLLBACK")
             raise
 
-    def add_event(self, cid: str | None, kind: str, message: str, payload: dict | None = None, actor: str = "controller",
-                  state: str | None = None) -> None:
+    def add_event(
+        self,
+        cid: str | None,
+        kind: str,
+        message: str,
+        payload: dict | None = None,
+        actor: str = "controller",
+        state: str | None = None,
+    ) -> None:
         self._event(self.cursor(), cid, kind, message, payload, actor, state)
 
     @staticmethod
@@ -162,7 +190,8 @@ class CoreStore:
     def events(self, cid: str, kinds: list[str] | None = None) -> list[dict]:
         if kinds:
             return self._rows(
-                "SELECT * FROM events WHERE campaign_id = ? AND list_contains(?, kind) ORDER BY id", [cid, kinds]
+                "SELECT * FROM events WHERE campaign_id = ? AND list_contains(?, kind) ORDER BY id",
+                [cid, kinds],
             )
         return self._rows("SELECT * FROM events WHERE campaign_id = ? ORDER BY id", [cid])
 
@@ -193,15 +222,22 @@ class CoreStore:
     def add_prompts(self, cid: str, split: str, rows: list[tuple[str, str, str]]) -> None:
         """(source_id, source, reference) rows; re-adding the same split is a no-op."""
         cur = self.cursor()
-        ((n,),) = cur.execute("SELECT count(*) FROM prompts WHERE campaign_id = ? AND split = ?", [cid, split]).fetchall()
+        ((n,),) = cur.execute(
+            "SELECT count(*) FROM prompts WHERE campaign_id = ? AND split = ?", [cid, split]
+        ).fetchall()
         if n:
             return
         import pyarrow as pa
 
-        tbl = pa.table({
-            "campaign_id": [cid] * len(rows), "split": [split] * len(rows),
-            "source_id": [r[0] for r in rows], "source": [r[1] for r in rows], "reference": [r[2] for r in rows],
-        })
+        tbl = pa.table(
+            {
+                "campaign_id": [cid] * len(rows),
+                "split": [split] * len(rows),
+                "source_id": [r[0] for r in rows],
+                "source": [r[1] for r in rows],
+                "reference": [r[2] for r in rows],
+            }
+        )
         with self._con.cursor() as tmp:  # a private cursor: registering needs one with no pending result
             tmp.register("_prompts_in", tbl)
             tmp.execute("INSERT INTO prompts SELECT * FROM _prompts_in")
@@ -216,7 +252,11 @@ class CoreStore:
             if cur.execute("SELECT 1 FROM shards WHERE shard_id = ?", [shard_id]).fetchone():
                 cur.execute("ROLLBACK")
                 return 0
-            cols = [r[0] for r in cur.execute(f"DESCRIBE {table}").fetchall() if r[0] not in ("campaign_id", "shard_id")]
+            cols = [
+                r[0]
+                for r in cur.execute(f"DESCRIBE {table}").fetchall()
+                if r[0] not in ("campaign_id", "shard_id")
+            ]
             collist = ", ".join(cols)
             cur.execute(
                 f"INSERT INTO {table} (campaign_id, {collist}, shard_id) "
@@ -232,7 +272,12 @@ class CoreStore:
             raise
 
     def shard_ids(self, cid: str) -> set[str]:
-        return {r[0] for r in self.cursor().execute("SELECT shard_id FROM shards WHERE campaign_id = ?", [cid]).fetchall()}
+        return {
+            r[0]
+            for r in self.cursor()
+            .execute("SELECT shard_id FROM shards WHERE campaign_id = ?", [cid])
+            .fetchall()
+        }
 
     # ---------------------------------------------------------------- samples and filters
     def grow_stats(self, cid: str, grow: int) -> dict:
@@ -246,15 +291,22 @@ class CoreStore:
 
     def grow_policy(self, cid: str, grow: int) -> str:
         """The checkpoint id that sampled Grow step `grow` ("base" when it has no samples)."""
-        rows = self.cursor().execute(
-            "SELECT any_value(policy) FROM samples WHERE campaign_id = ? AND grow = ? AND sample_idx >= 0", [cid, grow]
-        ).fetchall()
+        rows = (
+            self.cursor()
+            .execute(
+                "SELECT any_value(policy) FROM samples WHERE campaign_id = ? AND grow = ? AND sample_idx >= 0",
+                [cid, grow],
+            )
+            .fetchall()
+        )
         return rows[0][0] or "base"
 
     def samples_generated(self, cid: str) -> int:
-        (n,) = self.cursor().execute(
-            "SELECT count(*) FROM samples WHERE campaign_id = ? AND sample_idx >= 0", [cid]
-        ).fetchone()
+        (n,) = (
+            self.cursor()
+            .execute("SELECT count(*) FROM samples WHERE campaign_id = ? AND sample_idx >= 0", [cid])
+            .fetchone()
+        )
         return int(n)
 
     _KEEP = {
@@ -280,7 +332,9 @@ class CoreStore:
             return f"SELECT s.* FROM samples s WHERE {where} QUALIFY {keep}"
         return f"SELECT s.* FROM samples s WHERE {where} AND {keep}"
 
-    def apply_filter(self, cid: str, grow: int, improve: int, rule: str, param: float | None, out_path: str | Path) -> dict:
+    def apply_filter(
+        self, cid: str, grow: int, improve: int, rule: str, param: float | None, out_path: str | Path
+    ) -> dict:
         """Write the kept pairs of Grow step `grow` to Parquet (source, target, reward) and record the decision."""
         params = {"cid": cid, "grow": grow, "param": param if param is not None else 0.0}
         kept = self._kept_sql(rule)
@@ -303,13 +357,25 @@ class CoreStore:
         tau = param if rule == "thresholds" else None
         if rule == "quantile":
             (tau,) = cur.execute(
-                "SELECT quantile_cont(reward, ?) FROM samples WHERE campaign_id = ? AND grow = ?", [param, cid, grow]
+                "SELECT quantile_cont(reward, ?) FROM samples WHERE campaign_id = ? AND grow = ?",
+                [param, cid, grow],
             ).fetchone()
         cur.execute(
             "INSERT INTO filters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
             "rule = excluded.rule, param = excluded.param, tau = excluded.tau, n_total = excluded.n_total, "
             "kept = excluded.kept, kept_mean_reward = excluded.kept_mean_reward, created_at = excluded.created_at",
-            [cid, grow, improve, rule, param, tau, stats["n_total"], stats["kept"], stats["kept_mean_reward"], now()],
+            [
+                cid,
+                grow,
+                improve,
+                rule,
+                param,
+                tau,
+                stats["n_total"],
+                stats["kept"],
+                stats["kept_mean_reward"],
+                now(),
+            ],
         )
         return stats | {"tau": tau, "rule": rule, "param": param}
 
@@ -317,16 +383,22 @@ class CoreStore:
         return self._rows("SELECT * FROM filters WHERE campaign_id = ? ORDER BY grow, improve", [cid])
 
     # ---------------------------------------------------------------- evals and checkpoints
-    def add_eval(self, cid: str, step_key: str, policy: str, split: str, metric: str, value: float, n: int = 0) -> None:
+    def add_eval(
+        self, cid: str, step_key: str, policy: str, split: str, metric: str, value: float, n: int = 0
+    ) -> None:
         self.cursor().execute(
             "INSERT INTO evals VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = excluded.value",
             [cid, step_key, policy, split, metric, n, value],
         )
 
     def evals(self, cid: str) -> list[dict]:
-        return self._rows("SELECT * FROM evals WHERE campaign_id = ? ORDER BY step_key, policy, metric, n", [cid])
+        return self._rows(
+            "SELECT * FROM evals WHERE campaign_id = ? ORDER BY step_key, policy, metric, n", [cid]
+        )
 
-    def add_checkpoint(self, cid: str, policy: str, path: str, parent: str | None, grow: int | None, improve: int | None) -> None:
+    def add_checkpoint(
+        self, cid: str, policy: str, path: str, parent: str | None, grow: int | None, improve: int | None
+    ) -> None:
         self.cursor().execute(
             "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET path = excluded.path",
             [cid, policy, path, parent, grow, improve, now()],
@@ -337,12 +409,15 @@ class CoreStore:
 
     def add_reward_model(self, version: str, name: str, kind: str, path: str | None) -> None:
         self.cursor().execute(
-            "INSERT INTO reward_models VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", [version, name, kind, path, now()]
+            "INSERT INTO reward_models VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [version, name, kind, path, now()],
         )
 
     def curves(self, cid: str, step_key: str | None = None) -> list[dict]:
         if step_key:
-            return self._rows("SELECT * FROM curves WHERE campaign_id = ? AND step_key = ? ORDER BY step", [cid, step_key])
+            return self._rows(
+                "SELECT * FROM curves WHERE campaign_id = ? AND step_key = ? ORDER BY step", [cid, step_key]
+            )
         return self._rows("SELECT * FROM curves WHERE campaign_id = ? ORDER BY step_key, step", [cid])
 
     # ---------------------------------------------------------------- export

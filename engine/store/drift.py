@@ -23,14 +23,17 @@ class DriftMixin:
         """Grow steps with generated samples: grow, n, policies."""
         return self._rows(
             f"SELECT grow, count(*) AS n, list(DISTINCT policy ORDER BY policy) AS policies FROM samples "
-            f"WHERE {_GEN} GROUP BY grow ORDER BY grow", {"cid": cid})
+            f"WHERE {_GEN} GROUP BY grow ORDER BY grow",
+            {"cid": cid},
+        )
 
     def step_summary(self, cid: str, grow: int) -> dict:
         return self._rows(
             f"SELECT count(*) AS n, avg(reward) AS mean_reward, stddev_pop(reward) AS std_reward, "
             f"avg(n_tokens) AS mean_tokens, stddev_pop(n_tokens) AS std_tokens, "
             f"list(DISTINCT policy ORDER BY policy) AS policies FROM samples WHERE {_GEN} AND grow = $g",
-            {"cid": cid, "g": grow})[0]
+            {"cid": cid, "g": grow},
+        )[0]
 
     def cdf_distance(self, cid: str, a: int, b: int, column: str = "reward", bins: int = 10_000) -> dict:
         """Wasserstein-1 and the KS statistic between Grow a and Grow b, exactly from binned CDFs over all rows.
@@ -54,7 +57,9 @@ class DriftMixin:
                max(abs(fa - fb)) AS ks_binned FROM f"""
         row = self._rows(sql, {"cid": cid, "a": a, "b": b, "bins": int(bins)})[0]
         if not row["n_a"] or not row["n_b"]:
-            raise ValueError(f"no generated samples with {column} in grow {a if not row['n_a'] else b} of campaign {cid}")
+            raise ValueError(
+                f"no generated samples with {column} in grow {a if not row['n_a'] else b} of campaign {cid}"
+            )
         return row | {"wasserstein": float(row["wasserstein"] or 0.0), "bins": int(bins)}
 
     def value_sample(self, cid: str, grow: int, n: int = 200_000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -63,10 +68,14 @@ class DriftMixin:
         # (USING SAMPLE applies before WHERE in the same SELECT).
         cur = self.cursor().execute(
             f"SELECT reward, coalesce(n_tokens::DOUBLE, 'nan'::DOUBLE) AS n_tokens FROM (SELECT reward, n_tokens FROM samples WHERE campaign_id = ? AND grow = ? "
-            f"AND sample_idx >= 0) USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE ({int(seed)})", [cid, grow])
+            f"AND sample_idx >= 0) USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE ({int(seed)})",
+            [cid, grow],
+        )
         t = cur.fetchnumpy()
-        return {"reward": np.asarray(t["reward"], dtype=float),
-                "n_tokens": np.asarray(t["n_tokens"], dtype=float)}
+        return {
+            "reward": np.asarray(t["reward"], dtype=float),
+            "n_tokens": np.asarray(t["n_tokens"], dtype=float),
+        }
 
     def distinct_n(self, cid: str, grow: int, n_texts: int, seed: int = 0) -> dict:
         """distinct-1 and distinct-2 (distinct n-grams / all n-grams, whitespace tokens) on a sample of n_texts.
@@ -84,17 +93,25 @@ class DriftMixin:
                (SELECT count(*) FROM u WHERE tok <> '') AS uni_total,
                (SELECT count(DISTINCT bg) FROM bi) AS bi_distinct, (SELECT count(*) FROM bi) AS bi_total"""
         r = self._rows(sql, {"cid": cid, "g": grow})[0]
-        return {"n_texts": r["n_texts"],
-                "distinct_1": r["uni_distinct"] / r["uni_total"] if r["uni_total"] else float("nan"),
-                "distinct_2": r["bi_distinct"] / r["bi_total"] if r["bi_total"] else float("nan")}
+        return {
+            "n_texts": r["n_texts"],
+            "distinct_1": r["uni_distinct"] / r["uni_total"] if r["uni_total"] else float("nan"),
+            "distinct_2": r["bi_distinct"] / r["bi_total"] if r["bi_total"] else float("nan"),
+        }
 
     def unique_share(self, cid: str, grow: int) -> float:
         """Mean over sources of count(distinct candidate) / count(candidates), over every row of the step."""
         # hash(text) instead of text: 64-bit hashes keep the distinct-count state small at 16M rows,
         # and a collision among one source's ~100 candidates is negligible.
-        (v,) = self.cursor().execute(
-            "SELECT avg(k) FROM (SELECT count(DISTINCT hash(text)) / count(*) AS k FROM samples "
-            "WHERE campaign_id = ? AND grow = ? AND sample_idx >= 0 GROUP BY source_id)", [cid, grow]).fetchone()
+        (v,) = (
+            self.cursor()
+            .execute(
+                "SELECT avg(k) FROM (SELECT count(DISTINCT hash(text)) / count(*) AS k FROM samples "
+                "WHERE campaign_id = ? AND grow = ? AND sample_idx >= 0 GROUP BY source_id)",
+                [cid, grow],
+            )
+            .fetchone()
+        )
         return float(v) if v is not None else float("nan")
 
     def text_sample(self, cid: str, grow: int, n: int, seed: int = 0) -> list[dict]:
@@ -105,4 +122,6 @@ class DriftMixin:
             f"WHERE campaign_id = $cid AND grow = $g AND sample_idx >= 0) "
             f"USING SAMPLE reservoir({int(n)} ROWS) REPEATABLE ({int(seed)})) k "
             f"JOIN prompts p ON p.campaign_id = $cid AND p.split = 'train' AND p.source_id = k.source_id "
-            f"ORDER BY k.source_id, k.sample_idx", {"cid": cid, "g": grow})
+            f"ORDER BY k.source_id, k.sample_idx",
+            {"cid": cid, "g": grow},
+        )

@@ -56,26 +56,40 @@ class RatingsMixin:
         if policy == REFERENCE:
             sql = "SELECT source_id FROM prompts WHERE campaign_id = ? AND split = 'train' AND coalesce(reference, '') <> ''"
             return {r[0] for r in self.cursor().execute(sql, [cid]).fetchall()}
-        sql = "SELECT DISTINCT source_id FROM samples WHERE campaign_id = ? AND policy = ? AND sample_idx >= 0"
+        sql = (
+            "SELECT DISTINCT source_id FROM samples WHERE campaign_id = ? AND policy = ? AND sample_idx >= 0"
+        )
         return {r[0] for r in self.cursor().execute(sql, [cid, policy]).fetchall()}
 
     def _rating_candidates(self, cid: str, policy: str, sids: list[str]) -> dict[str, list[tuple]]:
         """(grow, sample_idx, text) candidates per source, in a stable order so a seed picks the same one."""
         if policy == REFERENCE:
-            sql = ("SELECT source_id, NULL, -1, reference FROM prompts WHERE campaign_id = ? AND split = 'train' "
-                   "AND list_contains(?, source_id)")
+            sql = (
+                "SELECT source_id, NULL, -1, reference FROM prompts WHERE campaign_id = ? AND split = 'train' "
+                "AND list_contains(?, source_id)"
+            )
             params = [cid, sids]
         else:
-            sql = ("SELECT source_id, grow, sample_idx, text FROM samples WHERE campaign_id = ? AND policy = ? "
-                   "AND sample_idx >= 0 AND list_contains(?, source_id) ORDER BY source_id, grow, sample_idx")
+            sql = (
+                "SELECT source_id, grow, sample_idx, text FROM samples WHERE campaign_id = ? AND policy = ? "
+                "AND sample_idx >= 0 AND list_contains(?, source_id) ORDER BY source_id, grow, sample_idx"
+            )
             params = [cid, policy, sids]
         out: dict[str, list[tuple]] = {}
         for sid, g, idx, text in self.cursor().execute(sql, params).fetchall():
             out.setdefault(sid, []).append((g, idx, text))
         return out
 
-    def create_rating_tasks(self, cid: str, policy_a: str, policy_b: str, n: int, required_ratings: int = 3,
-                            seed: int = 0, batch: str | None = None) -> dict:
+    def create_rating_tasks(
+        self,
+        cid: str,
+        policy_a: str,
+        policy_b: str,
+        n: int,
+        required_ratings: int = 3,
+        seed: int = 0,
+        batch: str | None = None,
+    ) -> dict:
         """Up to `n` new tasks, one per source, each pairing one seeded-random sample of each policy.
 
         Policies are checkpoint ids ("base", "g1-i2") or "reference". Sources that already have a task for
@@ -84,29 +98,55 @@ class RatingsMixin:
         if policy_a == policy_b:
             raise ValueError(f"policy_a and policy_b are both {policy_a!r}: a task compares two policies")
         if n < 1 or required_ratings < 1:
-            raise ValueError(f"n and required_ratings must be >= 1, got n={n}, required_ratings={required_ratings}")
+            raise ValueError(
+                f"n and required_ratings must be >= 1, got n={n}, required_ratings={required_ratings}"
+            )
         if self.campaign(cid) is None:
             raise KeyError(f"no campaign {cid!r}")
         have = {p: self._rating_sources(cid, p) for p in (policy_a, policy_b)}
         for p, s in have.items():
             if not s:
-                known = [r[0] for r in self.cursor().execute(
-                    "SELECT DISTINCT policy FROM samples WHERE campaign_id = ? AND sample_idx >= 0 ORDER BY 1", [cid]).fetchall()]
-                raise ValueError(f"policy {p!r} has no samples in campaign {cid}; sampled policies: {known} (or 'reference')")
-        done = {r[0] for r in self.cursor().execute(
-            "SELECT source_id FROM rating_tasks WHERE campaign_id = ? AND policy_a = ? AND policy_b = ?",
-            [cid, policy_a, policy_b]).fetchall()}
+                known = [
+                    r[0]
+                    for r in self.cursor()
+                    .execute(
+                        "SELECT DISTINCT policy FROM samples WHERE campaign_id = ? AND sample_idx >= 0 ORDER BY 1",
+                        [cid],
+                    )
+                    .fetchall()
+                ]
+                raise ValueError(
+                    f"policy {p!r} has no samples in campaign {cid}; sampled policies: {known} (or 'reference')"
+                )
+        done = {
+            r[0]
+            for r in self.cursor()
+            .execute(
+                "SELECT source_id FROM rating_tasks WHERE campaign_id = ? AND policy_a = ? AND policy_b = ?",
+                [cid, policy_a, policy_b],
+            )
+            .fetchall()
+        }
         common = sorted((have[policy_a] & have[policy_b]) - done)
         rng = random.Random(seed)  # Python's RNG, not DuckDB's hash(): stable across DuckDB versions
         chosen = sorted(rng.sample(common, min(n, len(common))))
         if not chosen:
             return {"batch": batch, "n_tasks": 0, "task_ids": []}
         cand = {p: self._rating_candidates(cid, p, chosen) for p in (policy_a, policy_b)}
-        src = dict(self.cursor().execute(
-            "SELECT source_id, source FROM prompts WHERE campaign_id = ? AND split = 'train' AND list_contains(?, source_id)",
-            [cid, chosen]).fetchall())
+        src = dict(
+            self.cursor()
+            .execute(
+                "SELECT source_id, source FROM prompts WHERE campaign_id = ? AND split = 'train' AND list_contains(?, source_id)",
+                [cid, chosen],
+            )
+            .fetchall()
+        )
         if batch is None:
-            (k,) = self.cursor().execute("SELECT count(DISTINCT batch) FROM rating_tasks WHERE campaign_id = ?", [cid]).fetchone()
+            (k,) = (
+                self.cursor()
+                .execute("SELECT count(DISTINCT batch) FROM rating_tasks WHERE campaign_id = ?", [cid])
+                .fetchone()
+            )
             batch = f"b{k + 1}"
         t, ids = now(), []
         cur = self.cursor()
@@ -121,7 +161,22 @@ class RatingsMixin:
                     "INSERT INTO rating_tasks (campaign_id, batch, source_id, source, policy_a, text_a, policy_b, text_b, "
                     "grow, required_ratings, created_at, grow_a, sample_idx_a, sample_idx_b) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING task_id",
-                    [cid, batch, sid, src.get(sid, ""), policy_a, ta, policy_b, tb, gb, required_ratings, t, ga, ia, ib],
+                    [
+                        cid,
+                        batch,
+                        sid,
+                        src.get(sid, ""),
+                        policy_a,
+                        ta,
+                        policy_b,
+                        tb,
+                        gb,
+                        required_ratings,
+                        t,
+                        ga,
+                        ia,
+                        ib,
+                    ],
                 ).fetchone()
                 ids.append(tid)
             cur.execute("COMMIT")
@@ -171,7 +226,9 @@ class RatingsMixin:
             raise KeyError(f"no rating task {task_id}")
         cur.execute("INSERT INTO rating_skips VALUES (?, ?, ?)", [task_id, annotator, now()])
 
-    def submit_rating(self, task_id: int, annotator: str, score_left: int, score_right: int, shown_order: str) -> int:
+    def submit_rating(
+        self, task_id: int, annotator: str, score_left: int, score_right: int, shown_order: str
+    ) -> int:
         """Append one rating; left/right are mapped back to a/b through `shown_order`. Returns the rating id."""
         sl, sr = _check_score("score_left", score_left), _check_score("score_right", score_right)
         if shown_order not in ("ab", "ba"):
@@ -183,12 +240,15 @@ class RatingsMixin:
         if not cur.execute("SELECT 1 FROM rating_tasks WHERE task_id = ?", [task_id]).fetchone():
             raise KeyError(f"no rating task {task_id}")
         dup = f"{annotator!r} already rated task {task_id}; ratings are append-only and one per annotator and task"
-        if cur.execute("SELECT 1 FROM ratings WHERE task_id = ? AND annotator = ?", [task_id, annotator]).fetchone():
+        if cur.execute(
+            "SELECT 1 FROM ratings WHERE task_id = ? AND annotator = ?", [task_id, annotator]
+        ).fetchone():
             raise ValueError(dup)
         try:
             (rid,) = cur.execute(
                 "INSERT INTO ratings (task_id, annotator, score_a, score_b, shown_order, ts) VALUES (?, ?, ?, ?, ?, ?) "
-                "RETURNING rating_id", [task_id, annotator, score_a, score_b, shown_order, now()],
+                "RETURNING rating_id",
+                [task_id, annotator, score_a, score_b, shown_order, now()],
             ).fetchone()
         except duckdb.ConstraintException as e:
             raise ValueError(dup) from e
@@ -199,7 +259,9 @@ class RatingsMixin:
         return self._rows(
             "SELECT r.rating_id, r.task_id, t.batch, t.source_id, t.grow, r.annotator, t.policy_a, t.policy_b, "
             "r.score_a, r.score_b, r.shown_order, r.ts FROM ratings r JOIN rating_tasks t USING (task_id) "
-            "WHERE t.campaign_id = ? ORDER BY r.rating_id", [cid])
+            "WHERE t.campaign_id = ? ORDER BY r.rating_id",
+            [cid],
+        )
 
     def rating_tasks(self, cid: str) -> list[dict]:
         return self._rows("SELECT * FROM rating_tasks WHERE campaign_id = ? ORDER BY task_id", [cid])
@@ -214,7 +276,9 @@ class RatingsMixin:
             "count(*) FILTER (WHERE n > 0 AND n < req) AS partial, count(*) FILTER (WHERE n = 0) AS unrated, "
             "coalesce(sum(k), 0)::BIGINT AS ratings, "
             "(SELECT count(DISTINCT annotator) FROM ratings JOIN rating_tasks USING (task_id) WHERE campaign_id = ?) "
-            "AS annotators FROM t", [cid, cid])[0]
+            "AS annotators FROM t",
+            [cid, cid],
+        )[0]
 
     def rated_rewards(self, cid: str) -> list[dict]:
         """One row per rated text: its Grow step, policy, reward (from samples) and mean human score."""
@@ -226,4 +290,6 @@ class RatingsMixin:
             "FROM rating_tasks t JOIN m USING (task_id) WHERE t.campaign_id = $cid) "
             "SELECT d.task_id, d.side, d.policy, d.grow, d.source_id, d.idx AS sample_idx, d.human, d.n AS n_ratings, s.reward "
             "FROM sides d JOIN samples s ON s.campaign_id = $cid AND s.grow = d.grow AND s.source_id = d.source_id "
-            "AND s.sample_idx = d.idx ORDER BY d.grow, d.task_id, d.side", {"cid": cid})
+            "AND s.sample_idx = d.idx ORDER BY d.grow, d.task_id, d.side",
+            {"cid": cid},
+        )

@@ -49,16 +49,37 @@ class RewardTestsMixin:
         try:
             cur.execute(
                 "INSERT INTO reward_test_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id, d["reward_name"], d["reward_version"] or "", created, "fail" if n_failed else "pass",
-                 len(tests), n_failed, d.get("n_pairs"), d.get("mean_reward"), d.get("std"),
-                 json.dumps(d.get("config") or {}, default=str)],
+                [
+                    run_id,
+                    d["reward_name"],
+                    d["reward_version"] or "",
+                    created,
+                    "fail" if n_failed else "pass",
+                    len(tests),
+                    n_failed,
+                    d.get("n_pairs"),
+                    d.get("mean_reward"),
+                    d.get("std"),
+                    json.dumps(d.get("config") or {}, default=str),
+                ],
             )
             for pos, t in enumerate(tests):
                 passed = None if t["verdict"] == "skip" else t["verdict"] == "pass"
                 cur.execute(
                     "INSERT INTO reward_test_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [run_id, pos, t["name"], t["expectation"], t["tol"], t["n"], t["pass_rate"], t["mean_delta"],
-                     t["worst_delta"], passed, json.dumps(t.get("worst_examples") or [], default=str)],
+                    [
+                        run_id,
+                        pos,
+                        t["name"],
+                        t["expectation"],
+                        t["tol"],
+                        t["n"],
+                        t["pass_rate"],
+                        t["mean_delta"],
+                        t["worst_delta"],
+                        passed,
+                        json.dumps(t.get("worst_examples") or [], default=str),
+                    ],
                 )
             cur.execute("COMMIT")
         except Exception:
@@ -98,13 +119,17 @@ class RewardTestsMixin:
         Drawn in a seeded hash order inside DuckDB, so the draw is reproducible and never loads a whole step.
         `min_reward` keeps only samples scored at least that (the good outputs the tests should start from).
         """
-        rows = self.cursor().execute(  # type: ignore[attr-defined]
-            "SELECT s.source_id, s.sample_idx, p.source, s.text, p.reference FROM samples s "
-            "JOIN prompts p ON p.campaign_id = s.campaign_id AND p.split = 'train' AND p.source_id = s.source_id "
-            "WHERE s.campaign_id = ? AND s.sample_idx >= 0 "
-            "AND s.grow = (SELECT max(grow) FROM samples WHERE campaign_id = ? AND sample_idx >= 0) "
-            "AND (CAST(? AS DOUBLE) IS NULL OR s.reward >= ?) "
-            "ORDER BY hash(s.source_id, s.sample_idx, ?), s.source_id, s.sample_idx LIMIT ?",
-            [campaign_id, campaign_id, min_reward, min_reward, seed, n],
-        ).fetchall()
+        rows = (
+            self.cursor()
+            .execute(  # type: ignore[attr-defined]
+                "SELECT s.source_id, s.sample_idx, p.source, s.text, p.reference FROM samples s "
+                "JOIN prompts p ON p.campaign_id = s.campaign_id AND p.split = 'train' AND p.source_id = s.source_id "
+                "WHERE s.campaign_id = ? AND s.sample_idx >= 0 "
+                "AND s.grow = (SELECT max(grow) FROM samples WHERE campaign_id = ? AND sample_idx >= 0) "
+                "AND (CAST(? AS DOUBLE) IS NULL OR s.reward >= ?) "
+                "ORDER BY hash(s.source_id, s.sample_idx, ?), s.source_id, s.sample_idx LIMIT ?",
+                [campaign_id, campaign_id, min_reward, min_reward, seed, n],
+            )
+            .fetchall()
+        )
         return [(f"{sid}/{idx}", src, text, ref) for sid, idx, src, text, ref in rows]

@@ -35,8 +35,9 @@ def _kdf(password: str, salt: bytes, kdf: str) -> bytes:
     name, n, r, p, dklen = kdf.split("$")
     if name != "scrypt":  # pragma: no cover - only scrypt is written today
         raise ValueError(f"unknown password KDF {name!r}")
-    return hashlib.scrypt(password.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=int(dklen),
-                          maxmem=128 * 1024 * 1024)
+    return hashlib.scrypt(
+        password.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=int(dklen), maxmem=128 * 1024 * 1024
+    )
 
 
 def _kdf_name() -> str:
@@ -54,7 +55,9 @@ _DUMMY_SALT = secrets.token_bytes(16)
 class UsersMixin:
     SCHEMA = SCHEMA
 
-    def add_user(self, name: str, role: str, password: str, actor: str = "cli", replace: bool = False) -> None:
+    def add_user(
+        self, name: str, role: str, password: str, actor: str = "cli", replace: bool = False
+    ) -> None:
         """Create an account (or, with replace, reset its role and password). Raises ValueError on bad input."""
         if not NAME_RE.match(name or ""):
             raise ValueError(f"user name {name!r}: use 1-64 letters, digits, '_', '.', '@' or '-'")
@@ -75,8 +78,13 @@ class UsersMixin:
         )
         if exists:  # a reset password or role ends the account's open sessions
             cur.execute("DELETE FROM sessions WHERE name = ?", [name])
-        self.add_event(None, "user", f"user {name} {'updated' if exists else 'added'} with role {role}",
-                       {"name": name, "role": role}, actor=actor)
+        self.add_event(
+            None,
+            "user",
+            f"user {name} {'updated' if exists else 'added'} with role {role}",
+            {"name": name, "role": role},
+            actor=actor,
+        )
 
     def remove_user(self, name: str, actor: str = "cli") -> bool:
         cur = self.cursor()
@@ -92,9 +100,11 @@ class UsersMixin:
 
     def verify_user(self, name: str, password: str) -> dict | None:
         """{name, role} when the password matches an enabled account, else None (same cost either way)."""
-        row = self.cursor().execute(
-            "SELECT role, kdf, salt, pw_hash, disabled FROM users WHERE name = ?", [name or ""]
-        ).fetchone()
+        row = (
+            self.cursor()
+            .execute("SELECT role, kdf, salt, pw_hash, disabled FROM users WHERE name = ?", [name or ""])
+            .fetchone()
+        )
         if row is None:
             _kdf(password or "", _DUMMY_SALT, _kdf_name())
             return None
@@ -108,7 +118,8 @@ class UsersMixin:
         token = secrets.token_urlsafe(32)
         t = now()
         self.cursor().execute(
-            "INSERT INTO sessions VALUES (?, ?, ?, ?)", [_token_hash(token), name, t, t + timedelta(hours=hours)]
+            "INSERT INTO sessions VALUES (?, ?, ?, ?)",
+            [_token_hash(token), name, t, t + timedelta(hours=hours)],
         )
         return token
 
@@ -125,4 +136,6 @@ class UsersMixin:
 
     def end_session(self, token: str | None) -> None:
         if isinstance(token, str) and token:
-            self.cursor().execute("DELETE FROM sessions WHERE token_hash = ? OR expires_at <= ?", [_token_hash(token), now()])
+            self.cursor().execute(
+                "DELETE FROM sessions WHERE token_hash = ? OR expires_at <= ?", [_token_hash(token), now()]
+            )

@@ -37,9 +37,11 @@ class ViewsMixin:
     # ---------------------------------------------------------------- reward distributions
     def reward_grows(self, cid: str) -> list[int]:
         """Grow steps that have scored samples (a running Grow appears as soon as its first shard lands)."""
-        rows = self.cursor().execute(
-            "SELECT DISTINCT grow FROM samples WHERE campaign_id = ? ORDER BY grow", [cid]
-        ).fetchall()
+        rows = (
+            self.cursor()
+            .execute("SELECT DISTINCT grow FROM samples WHERE campaign_id = ? ORDER BY grow", [cid])
+            .fetchall()
+        )
         return [int(r[0]) for r in rows]
 
     def reward_histogram(self, cid: str, bins: int = 50, generated_only: bool = False) -> list[dict]:
@@ -67,11 +69,21 @@ class ViewsMixin:
         sql = f"SELECT count(*) AS n_total, {cols} FROM samples WHERE campaign_id = $cid AND grow = $grow"
         row = self._rows(sql, params | {"cid": cid, "grow": int(grow)})[0]
         n = row["n_total"]
-        return [{"tau": t, "kept": row[f"k{i}"], "n_total": n, "share": row[f"k{i}"] / n if n else None}
-                for i, t in enumerate(taus)]
+        return [
+            {"tau": t, "kept": row[f"k{i}"], "n_total": n, "share": row[f"k{i}"] / n if n else None}
+            for i, t in enumerate(taus)
+        ]
 
-    def source_percentiles(self, cid: str, grow: int, bands: int = 50, taus: list[float] | None = None,
-                           generated_only: bool = True, max_sources: int = 20000, seed: int = 0) -> dict:
+    def source_percentiles(
+        self,
+        cid: str,
+        grow: int,
+        bands: int = 50,
+        taus: list[float] | None = None,
+        generated_only: bool = True,
+        max_sources: int = 20000,
+        seed: int = 0,
+    ) -> dict:
         """Per-source reward percentiles, summarised across sources.
 
         Sources are ranked by their median reward and cut into `bands` equal groups; each band gives the mean
@@ -96,8 +108,14 @@ class ViewsMixin:
                avg(mean) AS mean, (SELECT count(*) FROM ids) AS n_total{empty}
         FROM r GROUP BY band ORDER BY band
         """
-        params = {"cid": cid, "grow": int(grow), "bands": int(bands), "gen": bool(generated_only), "seed": int(seed),
-                  "max": int(max_sources)}
+        params = {
+            "cid": cid,
+            "grow": int(grow),
+            "bands": int(bands),
+            "gen": bool(generated_only),
+            "seed": int(seed),
+            "max": int(max_sources),
+        }
         params |= {f"t{i}": float(t) for i, t in enumerate(taus)}
         rows = self._rows(sql, params)
         n_sources = sum(r["n_sources"] for r in rows)
@@ -122,13 +140,20 @@ class ViewsMixin:
         SELECT len_lo, any_value(width) AS width, rbin, sum(n)::BIGINT AS n, sum(sr) / sum(n) AS mean_reward
         FROM b GROUP BY GROUPING SETS ((len_lo, rbin), (len_lo)) ORDER BY len_lo, rbin NULLS FIRST
         """
-        rows = self._rows(sql, {"cid": cid, "grow": int(grow), "rbins": int(reward_bins), "lbins": int(length_bins)})
+        rows = self._rows(
+            sql, {"cid": cid, "grow": int(grow), "rbins": int(reward_bins), "lbins": int(length_bins)}
+        )
         cells = [r for r in rows if r["rbin"] is not None]
-        by_length = [{"len_lo": r["len_lo"], "width": r["width"], "n": r["n"], "mean_reward": r["mean_reward"]}
-                     for r in rows if r["rbin"] is None]
+        by_length = [
+            {"len_lo": r["len_lo"], "width": r["width"], "n": r["n"], "mean_reward": r["mean_reward"]}
+            for r in rows
+            if r["rbin"] is None
+        ]
         return {"cells": cells, "by_length": by_length, "reward_bins": int(reward_bins)}
 
-    def grow_best_of_n(self, cid: str, grow: int, ns: list[int], max_sources: int = 10000, seed: int = 0) -> list[dict]:
+    def grow_best_of_n(
+        self, cid: str, grow: int, ns: list[int], max_sources: int = 10000, seed: int = 0
+    ) -> list[dict]:
         """Expected best reward of n candidates drawn without replacement from a source's K samples, averaged over sources.
 
         With a source's rewards sorted ascending r_(1..K), E[max of n] = sum_i r_(i) C(i-1, n-1) / C(K, n): exact for
@@ -141,10 +166,14 @@ class ViewsMixin:
         # One weight column per n, computed once per (K, i) on a tiny table, so the 16M-row side only multiplies.
         wcols = ", ".join(
             f"CASE WHEN i >= $n{j} AND k >= $n{j} THEN exp(lgamma(i) - lgamma($n{j}) - lgamma(i - $n{j} + 1) - lgamma(k + 1) "
-            f"+ lgamma($n{j} + 1) + lgamma(k - $n{j} + 1)) ELSE 0 END AS w{j}" for j in range(len(ns)))
+            f"+ lgamma($n{j} + 1) + lgamma(k - $n{j} + 1)) ELSE 0 END AS w{j}"
+            for j in range(len(ns))
+        )
         per = ", ".join(f"sum(s.reward * w.w{j}) AS b{j}" for j in range(len(ns)))
-        sums = ", ".join(f"sum(b{j}) FILTER (WHERE k >= $n{j}) AS s{j}, count(*) FILTER (WHERE k >= $n{j}) AS c{j}"
-                         for j in range(len(ns)))
+        sums = ", ".join(
+            f"sum(b{j}) FILTER (WHERE k >= $n{j}) AS s{j}, count(*) FILTER (WHERE k >= $n{j}) AS c{j}"
+            for j in range(len(ns))
+        )
         sql = f"""
         WITH src AS (SELECT source_id FROM (SELECT DISTINCT source_id FROM samples
                                             WHERE campaign_id = $cid AND grow = $grow AND sample_idx >= 0)
@@ -161,8 +190,11 @@ class ViewsMixin:
         params = {"cid": cid, "grow": int(grow), "seed": int(seed), "max": int(max_sources)}
         params |= {f"n{j}": n for j, n in enumerate(ns)}
         row = self._rows(sql, params)[0]
-        return [{"n": n, "sources": row[f"c{j}"], "best_of_n": row[f"s{j}"] / row[f"c{j}"]}
-                for j, n in enumerate(ns) if row[f"c{j}"]]
+        return [
+            {"n": n, "sources": row[f"c{j}"], "best_of_n": row[f"s{j}"] / row[f"c{j}"]}
+            for j, n in enumerate(ns)
+            if row[f"c{j}"]
+        ]
 
     def samples_between(self, cid: str, grow: int, lo: float, hi: float, limit: int = 20) -> list[dict]:
         """A few candidates with lo <= reward <= hi (highest first), with their source, to read what a reward means."""
@@ -201,7 +233,8 @@ class ViewsMixin:
             "SELECT r.run_id, r.reward_name, r.reward_version, r.created_at, r.verdict, r.n_tests, r.n_failed, r.n_pairs, "
             "r.mean_reward, json_extract_string(r.config, '$.campaign') AS campaign, "
             "json_extract_string(r.config, '$.reference_set') AS reference_set, coalesce(f.failed, []) AS failed_tests "
-            "FROM reward_test_runs r LEFT JOIN f USING (run_id) ORDER BY r.created_at DESC, r.run_id DESC")
+            "FROM reward_test_runs r LEFT JOIN f USING (run_id) ORDER BY r.created_at DESC, r.run_id DESC"
+        )
 
     def reward_test_matrix(self, limit_runs: int = 30) -> list[dict]:
         """Pass rate of each test in each of the newest `limit_runs` runs (oldest first): the history as a grid."""
@@ -209,7 +242,9 @@ class ViewsMixin:
             "WITH r AS (SELECT run_id, reward_version, created_at FROM reward_test_runs "
             "ORDER BY created_at DESC, run_id DESC LIMIT ?) "
             "SELECT r.run_id, r.reward_version, r.created_at, t.pos, t.test, t.pass_rate, t.passed "
-            "FROM r JOIN reward_test_results t USING (run_id) ORDER BY r.created_at, r.run_id, t.pos", [int(limit_runs)])
+            "FROM r JOIN reward_test_results t USING (run_id) ORDER BY r.created_at, r.run_id, t.pos",
+            [int(limit_runs)],
+        )
 
     def reward_versions(self, cid: str | None = None) -> list[dict]:
         """Reward-model versions (registered in reward_models, tested, or scoring `cid`'s samples) with the verdict
