@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:  # `streamlit run dashboard/app.py` puts only dash
 
 import streamlit as st  # noqa: E402
 
-from dashboard import auth  # noqa: E402
+from dashboard import auth, service  # noqa: E402
 
 st.set_page_config(page_title="restgov", layout="wide")
 
@@ -43,7 +43,7 @@ else:
             f"Signed in as **{user['name']}** ({user['role']})"
             + (" · local mode" if user.get("local") else "")
         )
-        st.caption(f"Store: `{auth.settings().db}`")
+        st.caption(f"Store: `{service.settings().db}`")
         if not user.get("local"):
             st.button("Sign out", key="sign_out", on_click=auth.sign_out, icon=":material/logout:")
 auth.write_cookie()

@@ -7,14 +7,9 @@ sign-in: one operator named "local", allowed only while the server listens on a 
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-from dataclasses import dataclass
-
 import streamlit as st
 
-from engine.controller_service import ControllerService
+from dashboard.service import service, settings
 
 ROLES = ("operator", "annotator", "auditor")
 # key (= URL path): title, navigation section, page file (relative to app.py), icon, roles allowed.
@@ -78,33 +73,6 @@ PAGES: dict[str, dict] = {
 }
 COOKIE = "restgov_session"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass(frozen=True)
-class Settings:
-    db: str
-    local: bool
-
-
-def settings() -> Settings:
-    """`streamlit run dashboard/app.py -- --db PATH --local`, or env RESTGOV_DB / RESTGOV_LOCAL=1."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--db")
-    p.add_argument("--local", action="store_true")
-    a, _ = p.parse_known_args(sys.argv[1:])
-    db = a.db or os.environ.get("RESTGOV_DB", "data/restgov.duckdb")
-    local = a.local or os.environ.get("RESTGOV_LOCAL", "") in ("1", "true", "yes")
-    return Settings(db=db, local=local)
-
-
-@st.cache_resource(show_spinner="Opening the store ...")
-def _service(db: str) -> ControllerService:
-    return ControllerService(db)
-
-
-def service() -> ControllerService:
-    """The server process's controller and store (one per database file, shared by all sessions)."""
-    return _service(settings().db)
 
 
 def local_mode_allowed() -> bool:

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import auth
 from dashboard.reward_jobs import REFERENCE_SETS, RewardTestJobs, campaign_config, test_names
+from dashboard.service import service, settings
 
 RESULT_COLUMNS = ("test", "verdict", "expectation", "tol", "n", "pass_rate", "mean_delta", "worst_delta")
 
 
 @st.cache_resource(show_spinner=False)
 def _jobs(db: str) -> RewardTestJobs:
-    return RewardTestJobs(auth.service().store)
+    return RewardTestJobs(service().store)
 
 
 def jobs() -> RewardTestJobs:
     """The server's reward-test runs (shared by every session on this database)."""
-    return _jobs(auth.settings().db)
+    return _jobs(settings().db)
 
 
 @st.cache_data(ttl=600, show_spinner="Reading the campaign's reward ...")
@@ -29,7 +29,7 @@ def reward_version(cid: str, config_json: str) -> str:
     """The content hash of the campaign's reward (what the gate and the runs are keyed by)."""
     from engine.gates import reward_version as version
 
-    return version(campaign_config(auth.service().store, cid)[0])
+    return version(campaign_config(service().store, cid)[0])
 
 
 def run_form(store, cid: str, user: dict) -> None:

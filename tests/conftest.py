@@ -18,6 +18,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from engine.data import write_examples  # noqa: E402
 from engine.recipes.arith import make_splits  # noqa: E402
 
+# The dashboard AppTest files' helpers and shared stores (session fixtures: each store is built once).
+pytest_plugins = ["apptest_helpers"]
+
 N_TRAIN, N_VAL, N_TEST = 120, 30, 30
 K = 2  # grow.samples_per_source
 SHARD_SOURCES = 16  # 120 sources -> 8 samples shards per Grow

@@ -4,16 +4,17 @@ the reward tracks people per Grow step (Spearman, Kendall).
 
 import streamlit as st
 
-from dashboard import data
-from dashboard.auth import require_page, service
+from dashboard import queries
+from dashboard.auth import require_page
+from dashboard.service import service
 
 require_page("agreement")
 store = service().store
 st.title("Agreement and human vs reward")
-data.needs("ratings", "rated_rewards", "progress")
+queries.needs("ratings", "rated_rewards", "progress")
 from engine.ratings import rating_stats  # noqa: E402  (scipy; only once the module is there)
 
-cid = data.pick_campaign("agree_pick")
+cid = queries.pick_campaign("agree_pick")
 if cid is None:
     st.info("No campaigns yet.")
     st.stop()

@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from dashboard import create, data, live
-from dashboard.auth import require_page, service
+from dashboard import campaigns_create, campaigns_live, queries
+from dashboard.auth import require_page
+from dashboard.service import service
 
 user = require_page("campaigns")
 svc = service()
@@ -15,7 +16,7 @@ if msg := st.session_state.pop("created", None):
 # Keyed with on_change="rerun" so both keep their open state when a widget inside reruns the page.
 with st.expander(
     "New campaign",
-    expanded=not data.campaigns(),
+    expanded=not queries.campaigns(),
     icon=":material/add:",
     key="new_expander",
     on_change="rerun",
@@ -24,14 +25,14 @@ with st.expander(
         ["Demo recipe", "Upload TOML", "Form"], key="new_tabs", on_change="rerun"
     )
     with t_recipe:
-        create.recipe_tab(svc, user)
+        campaigns_create.recipe_tab(svc, user)
     with t_upload:
-        create.upload_tab(svc, user)
+        campaigns_create.upload_tab(svc, user)
     with t_form:
-        create.form_tab(svc, user)
+        campaigns_create.form_tab(svc, user)
 
 
-ids = {c["id"] for c in data.campaigns()}
+ids = {c["id"] for c in queries.campaigns()}
 
 
 @st.fragment(run_every="3s" if svc.running() or any(j["status"] == "preparing" for j in svc.jobs()) else None)
@@ -40,11 +41,11 @@ def table() -> None:
     if new:  # a recipe launched from here created its campaign: select it and redraw the page
         st.session_state.cid = new[0]
         st.rerun()
-    live.campaign_table()
+    campaigns_live.campaign_table()
 
 
 table()
-cid = data.pick_campaign("campaigns_pick")
+cid = queries.pick_campaign("campaigns_pick")
 if cid:
-    live.controls(svc, cid, user)
-    live.panel(svc, cid)
+    campaigns_live.controls(svc, cid, user)
+    campaigns_live.panel(svc, cid)

@@ -4,32 +4,33 @@ per-source percentiles, reward against output length and Best-of-N. All binned i
 
 import streamlit as st
 
-from dashboard import charts, data
-from dashboard.auth import require_page, service
+from dashboard import charts, queries
+from dashboard.auth import require_page
+from dashboard.service import service
 
 require_page("distributions")
 svc = service()
 st.title("Reward distributions")
-cid = data.pick_campaign("dist_pick")
+cid = queries.pick_campaign("dist_pick")
 if cid is None:
     st.info("No campaigns yet.")
     st.stop()
 c1, c2 = st.columns(2)
 bins = c1.select_slider("Histogram bins", [10, 20, 50, 100, 200], value=50, key="dist_bins")
 gen = c2.toggle("Generated candidates only (leave out the original pairs of D)", key="dist_gen")
-grows = data.grows(cid, data.stamp(cid))
+grows = queries.grows(cid, queries.stamp(cid))
 
 
 @st.fragment(run_every="3s" if svc.running(cid) else None)
 def overlaid() -> None:
     """Refreshes while the campaign runs: a Grow step's histogram fills in as its shards are ingested."""
-    stamp = data.stamp(cid)
-    if data.grows(cid, stamp) != grows:
+    stamp = queries.stamp(cid)
+    if queries.grows(cid, stamp) != grows:
         st.rerun()  # a new Grow step has samples: redraw the whole page (its step picker too)
     if not grows:
         st.info("No scored samples yet: the charts appear when the first Grow shard is ingested.")
         return
-    rows, th = data.histogram(cid, bins, gen, stamp), data.thresholds(cid, stamp)
+    rows, th = queries.histogram(cid, bins, gen, stamp), queries.thresholds(cid, stamp)
     counts = {r["grow"]: 0 for r in rows}
     for r in rows:
         counts[r["grow"]] += r["n"]
@@ -59,18 +60,18 @@ if not grows:
 @st.fragment(run_every="10s" if svc.running(cid) else None)
 def one_step() -> None:
     """One Grow step's per-source, length and Best-of-N views (refreshed less often: heavier queries)."""
-    stamp = data.stamp(cid)
+    stamp = queries.stamp(cid)
     st.subheader("One Grow step")
     c1, c2 = st.columns(2)
     g = c1.selectbox("Grow step", grows, index=len(grows) - 1, key="dist_grow")
     tau = c2.slider("What-if threshold τ (keep R > τ)", 0.0, 1.0, 0.8, 0.01, key="dist_tau")
-    drawn = (t["tau"] for t in data.thresholds(cid, stamp) if t["grow"] == g and t["tau"] is not None)
+    drawn = (t["tau"] for t in queries.thresholds(cid, stamp) if t["grow"] == g and t["tau"] is not None)
     taus = tuple(sorted({round(tau, 4), *drawn}))
     pct = st.column_config.NumberColumn(format="percent")
     st.dataframe(
         [
             {"τ": k["tau"], "kept pairs": k["kept"], "share of D_g kept": k["share"]}
-            for k in data.kept_shares(cid, g, taus, stamp)
+            for k in queries.kept_shares(cid, g, taus, stamp)
         ],
         hide_index=True,
         key="dist_taus",
@@ -83,7 +84,7 @@ def one_step() -> None:
         on_change="rerun",
     )
     if tabs[0].open:
-        sp = data.source_percentiles(cid, g, taus, stamp)
+        sp = queries.source_percentiles(cid, g, taus, stamp)
         sampled = (
             f" of {sp['n_sources_total']:,}, a uniform sample"
             if sp["n_sources_total"] > sp["n_sources"]
@@ -105,16 +106,18 @@ def one_step() -> None:
             column_config={"share of sources": pct},
         )
     if tabs[1].open:
-        tabs[1].plotly_chart(charts.reward_vs_length(data.reward_vs_length(cid, g, stamp)), key="dist_length")
+        tabs[1].plotly_chart(
+            charts.reward_vs_length(queries.reward_vs_length(cid, g, stamp)), key="dist_length"
+        )
     if tabs[2].open:
-        tabs[2].plotly_chart(charts.best_of_n(data.best_of_n_curves(cid, g, stamp)), key="dist_bon")
+        tabs[2].plotly_chart(charts.best_of_n(queries.best_of_n_curves(cid, g, stamp)), key="dist_bon")
         tabs[2].caption(
             "Evaluation curves come from the campaign's final step (BC baseline `base` and the final "
             "policy); the Grow curve is computed from the stored samples of the step chosen above."
         )
     if tabs[3].open:
         lo, hi = tabs[3].slider("Reward range", 0.0, 1.0, (0.9, 1.0), 0.01, key="dist_range")
-        tabs[3].dataframe(data.samples_between(cid, g, lo, hi, stamp), hide_index=True, key="dist_samples")
+        tabs[3].dataframe(queries.samples_between(cid, g, lo, hi, stamp), hide_index=True, key="dist_samples")
 
 
 one_step()

@@ -7,14 +7,15 @@ import json
 
 import streamlit as st
 
-from dashboard import data
-from dashboard.auth import require_page, service
+from dashboard import queries
+from dashboard.auth import require_page
 from dashboard.report_html import build_audit_report
+from dashboard.service import service
 
 require_page("drift")
 store = service().store
 st.title("Drift audit")
-cid = data.pick_campaign("drift_pick")
+cid = queries.pick_campaign("drift_pick")
 if cid is None:
     st.info("No campaigns yet.")
     st.stop()

@@ -3,11 +3,12 @@
 import streamlit as st
 
 from dashboard import auth
+from dashboard.service import service
 
 st.title("restgov")
 st.caption("Reinforced Self-Training campaigns: run, rate, audit.")
 
-users = auth.service().store.users()
+users = service().store.users()
 if not users:
     st.info(
         "No accounts yet. Stop the dashboard and create one, e.g. "

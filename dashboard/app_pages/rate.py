@@ -1,22 +1,24 @@
 """Rate (annotator; operators too): one side-by-side task at a time, blind, in this annotator's stored order.
 
 Scores 0..6 for each candidate (the paper's protocol); ratings and skips are append-only in the store. A task
-skipped is not served again in this browser session. Keyboard: digits score, Enter submits (dashboard/rating.py).
+skipped is not served again in this browser session. Keyboard: digits score, Enter submits
+(dashboard/rate_panel.py).
 """
 
 import streamlit as st
 
-from dashboard import data, rating
-from dashboard.auth import require_page, service
+from dashboard import queries, rate_panel
+from dashboard.auth import require_page
+from dashboard.service import service
 from engine.store import now
 
 user = require_page("rate")
 store = service().store
 st.title("Rate")
-data.needs("next_task", "submit_rating", "ratings", "skip_task")
+queries.needs("next_task", "submit_rating", "ratings", "skip_task")
 if user["role"] == "operator":
     with st.expander("Create rating tasks (operators)", icon=":material/add_task:"):
-        rating.create_tasks_form(store, data.pick_campaign("rate_pick"))
+        rate_panel.create_tasks_form(store, queries.pick_campaign("rate_pick"))
 
 since = st.session_state.setdefault("rate_since", now())  # skips of this session keep their task away
 prog = store.annotator_progress(user["name"], since)
@@ -33,7 +35,7 @@ if task is None:
     st.stop()
 tid = task["task_id"]
 st.caption(f"Task {tid} · {task['n_ratings']} of {task['required_ratings']} ratings so far")
-scores = rating.task_panel(task)
+scores = rate_panel.task_panel(task)
 c1, c2, _ = st.columns([1, 1, 4])
 if c1.button(
     "Submit", key=f"rate_submit_{tid}", type="primary", disabled=None in scores.values(), help="Enter"
@@ -49,4 +51,4 @@ st.caption(
     "Keyboard: **0**–**6** score the highlighted candidate (the highlight then moves to the other one), "
     "**←** / **→** / **Tab** move the highlight, **Enter** submits."
 )
-rating.keyboard()
+rate_panel.keyboard()

@@ -7,14 +7,15 @@ import json
 
 import streamlit as st
 
-from dashboard import charts, data, reward_panel
-from dashboard.auth import require_page, service
+from dashboard import charts, queries, reward_panel
+from dashboard.auth import require_page
+from dashboard.service import service
 
 user = require_page("reward-tests")
 store = service().store
 st.title("Reward tests")
-data.needs("reward_test_runs", "reward_test_results", "save_reward_test_run", "reward_test_pairs")
-cid = data.pick_campaign("rt_campaign")
+queries.needs("reward_test_runs", "reward_test_results", "save_reward_test_run", "reward_test_pairs")
+cid = queries.pick_campaign("rt_campaign")
 if cid:
     version = reward_panel.reward_version(
         cid, json.dumps(store.campaign(cid)["config"]["reward"], sort_keys=True)

@@ -9,9 +9,10 @@ import typing
 
 import streamlit as st
 
-from dashboard import data
-from dashboard.auth import require_page, service
-from dashboard.forms import dataclass_form, form_values
+from dashboard import queries
+from dashboard.auth import require_page
+from dashboard.config_form import dataclass_form, form_values
+from dashboard.service import service
 from engine.campaign import CRITERIA_SECTIONS
 from engine.config import CampaignConfig, ConfigError
 
@@ -21,7 +22,7 @@ st.title("Stopping criteria")
 st.caption(
     "Decided before a campaign starts, checked before every Grow step; every change is logged with who and when."
 )
-cid = data.pick_campaign("stop_pick")
+cid = queries.pick_campaign("stop_pick")
 if cid is None:
     st.info("No campaigns yet.")
     st.stop()

@@ -6,7 +6,8 @@ while it is stopped).
 
 import streamlit as st
 
-from dashboard.auth import ROLES, require_page, service
+from dashboard.auth import ROLES, require_page
+from dashboard.service import service
 
 user = require_page("users")
 store = service().store

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.auth import service
 from dashboard.charts import filter_thresholds
+from dashboard.service import service
 from engine.report import campaign_status
 
 
@@ -107,7 +107,7 @@ def grow_best_of_n(cid: str, grow: int, ns: tuple[int, ...], stamp: tuple) -> li
 
 
 def needs(*apis: str) -> None:
-    """Stop the page with a clear message when the governance module (issue 3) is not wired into the store yet."""
+    """Stop the page with a clear message when the governance module is not wired into the store yet."""
     store = service().store
     missing = [a for a in apis if not hasattr(store, a)]
     if missing:

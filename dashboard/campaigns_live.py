@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data
+from dashboard import charts, queries
 
 STEP_COLUMNS = [
     "grow",
@@ -26,7 +26,7 @@ STEP_COLUMNS = [
 
 
 def campaign_table() -> None:
-    rows = data.campaigns()
+    rows = queries.campaigns()
     if not rows:
         st.info("No campaigns yet: launch a demo recipe above.")
         return
@@ -137,7 +137,7 @@ def panel(svc, cid: str) -> None:
         ]
         if points:
             st.plotly_chart(charts.loss(points), key="loss_chart")
-        st_ = data.status(cid, data.stamp(cid))
+        st_ = queries.status(cid, queries.stamp(cid))
         st.markdown("**Per-step table** (row grow 0 is the BC baseline)")
         st.dataframe(
             [{k: s.get(k) for k in STEP_COLUMNS} for s in st_["steps"]], hide_index=True, key="step_table"

@@ -1,0 +1,69 @@
+"""Rate page: blind ratings stored exactly as shown, and skips kept away for the browser session only."""
+
+from __future__ import annotations
+
+import pytest
+from apptest_helpers import AUDITOR, _service, app, button, task_id, texts
+
+
+@pytest.mark.slow
+def test_annotator_rates_blind_and_exactly_those_ratings_are_stored(campaign):
+    db, cid, _ = campaign
+    store = _service(db).store
+    made = store.create_rating_tasks(cid, "reference", "base", n=3, required_ratings=1, seed=1)
+    assert made["n_tasks"] == 3
+    at = app(db, {"name": "ann", "role": "annotator"})
+    assert [t.value for t in at.title] == ["Rate"]
+    shown = []
+    for left, right in ((6, 1), (2, 5), (3, 3)):
+        tid = task_id(at)
+        page_text = texts(at, "markdown") + texts(at, "caption") + texts(at, "code")
+        assert "reference" not in page_text and "base" not in page_text  # blind: no policy names
+        shown.append((tid, at.code[0].value, at.code[1].value, left, right))
+        at.button_group(key=f"rate_left_{tid}").set_value(left)
+        at = (
+            at.button_group(key=f"rate_right_{tid}").set_value(right).run()
+        )  # Submit is enabled once both are scored
+        at = at.button(key=f"rate_submit_{tid}").click().run()
+        assert not at.exception
+    assert "Nothing left to rate" in texts(at, "success")
+    rows = {r["task_id"]: r for r in store.ratings(cid) if r["annotator"] == "ann"}
+    tasks = {t["task_id"]: t for t in store.rating_tasks(cid)}
+    assert sorted(rows) == sorted(t for t, *_ in shown)
+    for tid, text_left, text_right, left, right in shown:
+        r, t = rows[tid], tasks[tid]
+        # The order stored is the order shown: left was text_a exactly when shown_order is "ab".
+        assert (text_left, text_right) == (
+            (t["text_a"], t["text_b"]) if r["shown_order"] == "ab" else (t["text_b"], t["text_a"])
+        )
+        assert (r["score_a"], r["score_b"]) == ((left, right) if r["shown_order"] == "ab" else (right, left))
+    at = app(db, AUDITOR, cid)
+    at.switch_page("app_pages/agreement.py").run()
+    assert not at.exception and at.metric[1].value == "3"  # ratings
+
+
+def test_rate_skip_keeps_the_task_away_for_this_session_only(synthetic):
+    db, cid = synthetic
+    store = _service(db).store
+    made = store.create_rating_tasks(cid, "reference", "base", n=2, required_ratings=1, seed=3, batch="skip")[
+        "task_ids"
+    ]
+    who = {"name": "sam", "role": "annotator"}
+    at = app(db, who)
+    skipped = []
+    for _ in made:
+        skipped.append(task_id(at))
+        at = at.button(key=f"rate_skip_{skipped[-1]}").click().run()
+        assert not at.exception
+    assert sorted(skipped) == sorted(made) and "Nothing left to rate" in texts(at, "success")
+    assert "2 skipped this session" in texts(at, "caption")
+    assert store.next_task("sam") is None and store.ratings(cid) == []  # skips are not ratings
+    (n,) = store.cursor().execute("SELECT count(*) FROM rating_skips WHERE annotator = 'sam'").fetchone()
+    assert n == 2
+    assert task_id(app(db, who)) == skipped[0]  # a new session serves them again
+    at = button(at, "Show the 2 skipped task(s) again").click().run()
+    assert task_id(at) == skipped[0]
+    # Blind: the keyboard script and the page name no policy and show no reward.
+    page = texts(at, "markdown") + texts(at, "caption") + "".join(h.proto.body for h in at.get("html"))
+    assert "reference" not in page and "base" not in page and "reward" not in page.lower()
+    assert "keydown" in "".join(h.proto.body for h in at.get("html"))
