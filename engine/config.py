@@ -2,6 +2,9 @@
 
 Every field is checked on construction; a bad value raises ConfigError naming the field, the value
 and what is allowed, so `restgov run` fails before any compute starts.
+
+Every field carries its documentation in `metadata["help"]`: what it is and why its default is what it is.
+The README's config reference (engine.config_doc) and the dashboard's config forms are generated from it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import dataclasses
 import tomllib
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,22 @@ class ConfigError(ValueError):
         super().__init__(f"{field} = {value!r}: {allowed}")
 
 
+def doc(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    choices: Sequence[str] | None = None,
+) -> Any:
+    """A dataclass field with its help (what it is, why the default) and allowed values in its metadata."""
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = list(choices)
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(name, value, allowed)
@@ -38,11 +58,29 @@ def _increasing(name: str, xs: list[float]) -> None:
 class ScratchModel:
     """A tiny GPT-2-style policy trained from scratch by the bootstrap step."""
 
-    n_layer: int = 2  # tiny on purpose: the demo must train on 2 CPU cores in minutes
-    n_head: int = 4
-    n_embd: int = 128
-    vocab_size: int = 384  # byte-level BPE trained on the campaign's training text
-    max_length: int = 96  # prompt + answer tokens; the paper capped sequences at 128
+    n_layer: int = doc(
+        2,
+        "Transformer blocks. Tiny on purpose, with n_head and n_embd: the demo must train on 2 CPU cores "
+        "in minutes.",
+    )
+    n_head: int = doc(
+        4,
+        "Attention heads per block; n_embd must be a multiple of it. 4 heads of 32 dimensions at n_embd 128: "
+        "small, yet more than one attention pattern per block.",
+    )
+    n_embd: int = doc(
+        128, "Width of the hidden states. 128 keeps the policy tiny, so BC and Improve run on CPU in minutes."
+    )
+    vocab_size: int = doc(
+        384,
+        "Byte-level BPE vocabulary, trained on the campaign's training text; at least 260 (256 bytes + "
+        "specials). 384 adds 126 merges to the bytes, pad and EOS: enough for the demos' short texts.",
+    )
+    max_length: int = doc(
+        96,
+        "Prompt + answer tokens the model can see; Grow cuts prompts to max_length - grow.max_new_tokens. "
+        "The paper capped sequences at 128; 96 fits the demos' sources and answers.",
+    )
 
     def __post_init__(self) -> None:
         for f in ("n_layer", "n_head", "n_embd", "vocab_size", "max_length"):
@@ -65,12 +103,29 @@ class ScratchModel:
 class Bootstrap:
     """Behavioural cloning (NLL) on D; skipped when the policy is already trained."""
 
-    epochs: float = 3.0
-    lr: float = 1e-3
-    batch_size: int = 32
-    force: bool = False  # run BC even on a pretrained policy directory
-    early_stopping: bool = False  # validate every improve.eval_every steps and keep the best BC weights
-    # (off by default: with a noisy validation set it can stop a run whose learning rate is still high)
+    epochs: float = doc(
+        3.0,
+        "Passes over D for behavioural cloning (part epochs allowed). 3 teaches the tiny scratch policy the "
+        "answer format on the demo sets without a long CPU run.",
+    )
+    lr: float = doc(
+        1e-3,
+        "AdamW learning rate of BC. 1e-3 suits a tiny model trained from scratch; a pretrained policy "
+        "(policy.path with force) wants less.",
+    )
+    batch_size: int = doc(
+        32, "Pairs per BC optimizer step. 32 as improve.batch_size, so BC and Improve steps cost the same."
+    )
+    force: bool = doc(
+        False,
+        "Run BC even on a pretrained policy directory (policy.path). Off: a given model is taken as already "
+        "trained, and BC would only cost time.",
+    )
+    early_stopping: bool = doc(
+        False,
+        "Validate every improve.eval_every steps and keep the best BC weights. Off: with a noisy validation "
+        "set it can stop a run whose learning rate is still high.",
+    )
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "policy.bootstrap.epochs", self.epochs, "must be > 0")
@@ -80,10 +135,26 @@ class Bootstrap:
 
 @dataclass
 class PolicyConfig:
-    path: str | None = None  # local HF causal-LM directory; None: train `scratch` from scratch
-    scratch: ScratchModel | None = None
-    bootstrap: Bootstrap = field(default_factory=Bootstrap)
-    prompt_template: str = "{source} => "  # the policy sees this, then writes the answer and EOS
+    path: str | None = doc(
+        None,
+        "Local Hugging Face causal-LM directory (save_pretrained). Give exactly one of it and "
+        "[policy.scratch]; not set by default: the scratch model needs no model files.",
+    )
+    scratch: ScratchModel | None = doc(
+        None,
+        "A tiny GPT-2 trained from scratch by the bootstrap step, instead of policy.path. A config with no "
+        "[policy] table gets this model with its defaults.",
+    )
+    bootstrap: Bootstrap = doc(
+        help="Behavioural cloning (NLL) on D before the first Grow: BC (G=0, I=0) is the baseline every "
+        "result is compared against. Runs for scratch models, or for policy.path with force = true.",
+        factory=Bootstrap,
+    )
+    prompt_template: str = doc(
+        "{source} => ",
+        "What the policy sees before it writes the answer and EOS; must contain {source}. A short plain "
+        "separator, since a scratch policy has no chat format to follow.",
+    )
 
     def __post_init__(self) -> None:
         _check(
@@ -102,15 +173,33 @@ class PolicyConfig:
 
 @dataclass
 class DataConfig:
-    train: str = ""  # JSONL, CSV or Parquet with a source and a reference column
-    validation: str = ""
-    test: str | None = None
-    bootstrap: str | None = (
-        None  # pairs for bootstrap BC when they differ from train (ReST-EM: few worked solutions)
+    train: str = doc(
+        "",
+        "D: the Grow sources and their references, a .jsonl, .csv or .parquet file (bad rows are reported "
+        "with file and line). Required: a campaign samples from its own data.",
     )
-    source_field: str = "source"
-    reference_field: str = "reference"
-    id_field: str | None = None  # default: the row number
+    validation: str = doc(
+        "",
+        "D_eval: held-out pairs. Required: Improve keeps the checkpoint with the best held-out reward, and "
+        "the stopping criteria read it.",
+    )
+    test: str | None = doc(
+        None, "Pairs for the final report only. Not set: the final report falls back to validation."
+    )
+    bootstrap: str | None = doc(
+        None,
+        "Pairs for bootstrap BC when they differ from train (ReST-EM: a few worked solutions, many problems "
+        "whose reference is just the answer). Not set: BC uses train.",
+    )
+    source_field: str = doc("source", "Column of the source x; 'source' is what the demo recipes write.")
+    reference_field: str = doc(
+        "reference", "Column of the reference y; 'reference' is what the demo recipes write."
+    )
+    id_field: str | None = doc(
+        None,
+        "Column of a unique row id (duplicates are reported). Not set: the 0-based row number, which every "
+        "file has.",
+    )
 
     def __post_init__(self) -> None:
         _check(
@@ -138,11 +227,32 @@ REWARD_KINDS = ("hf", "callable", "exact_match", "numeric", "chrf", "minilm")
 
 @dataclass
 class RewardConfig:
-    kind: str = "exact_match"  # one of REWARD_KINDS
-    path: str | None = None  # hf: sequence-classification dir; minilm: trained head dir
-    function: str | None = None  # callable: "module:function"
-    batch_size: int = 64
-    tests: list[str] = field(default_factory=list)  # extra reward unit tests: module names or .py paths
+    kind: str = doc(
+        "exact_match",
+        "hf (sequence classifier with one logit, e.g. TRL RewardTrainer output), callable, exact_match, "
+        "numeric, chrf or minilm. exact_match needs no model and no code, so a fresh config runs as is.",
+        choices=REWARD_KINDS,
+    )
+    path: str | None = doc(
+        None,
+        "hf: the sequence-classification directory; minilm: the trained head directory. Only those kinds "
+        "need it, so it is not set by default.",
+    )
+    function: str | None = doc(
+        None,
+        "callable: 'module:function', called as fn(sources, candidates[, references]) and returning floats "
+        "in [0, 1]. Only the callable kind needs it.",
+    )
+    batch_size: int = doc(
+        64,
+        "Candidates per reward call. 64 keeps an hf or MiniLM forward pass small in CPU memory; raise it on "
+        "a GPU.",
+    )
+    tests: list[str] = doc(
+        help="Extra reward unit tests (module names or .py paths), merged into the default suite the "
+        "reward_tests gate runs. Empty: the default suite (repetitions, permutations, ...) applies alone.",
+        factory=list,
+    )
 
     def __post_init__(self) -> None:
         _check(self.kind in REWARD_KINDS, "reward.kind", self.kind, f"one of {list(REWARD_KINDS)}")
@@ -165,12 +275,34 @@ class RewardConfig:
 
 @dataclass
 class GrowConfig:
-    samples_per_source: int = 8  # K; the paper used 100 (IWSLT) down to 25 (WMT)
-    temperature: float = 0.8  # paper: covers a broad range of rewards
-    top_p: float = 1.0
-    max_new_tokens: int = 48
-    batch_size: int = 64  # sequences per generate call (sources x K)
-    shard_sources: int = 256  # sources per Parquet shard: the unit a resumed Grow restarts from
+    samples_per_source: int = doc(
+        8,
+        "K, candidates sampled per source at each Grow. The paper used 100 (IWSLT) down to 25 (WMT); 8 "
+        "keeps a CPU Grow to minutes and still spreads each source's rewards for the filter.",
+    )
+    temperature: float = doc(
+        0.8, "Sampling temperature. 0.8 is the paper's: it covered a broad range of rewards."
+    )
+    top_p: float = doc(
+        1.0,
+        "Nucleus sampling mass, in (0, 1]. 1.0 turns it off, so temperature alone shapes the samples, as "
+        "in the paper's temperature sampling.",
+    )
+    max_new_tokens: int = doc(
+        48,
+        "Tokens a candidate may have, at Grow and at evaluation. 48 fits the demos' answers and leaves "
+        "half of the scratch model's 96 positions to the prompt.",
+    )
+    batch_size: int = doc(
+        64,
+        "Sequences per generate call (sources x K). Batched calls ran 7 to 11 times faster than one per "
+        "source in bench/RESULTS.md; 64 (8 sources at K = 8) keeps the padded batch small on CPU.",
+    )
+    shard_sources: int = doc(
+        256,
+        "Sources per Parquet shard: the unit a resumed Grow restarts from. 256 sources at K = 8 took 6 to "
+        "39 s on 2 CPU cores in bench/RESULTS.md, so a crash loses little and the file count stays low.",
+    )
 
     def __post_init__(self) -> None:
         _check(
@@ -188,25 +320,90 @@ FILTER_RULES = ("thresholds", "percentile", "interpolation", "quantile", "binary
 
 @dataclass
 class ImproveConfig:
-    rule: str = "thresholds"  # one of FILTER_RULES
-    thresholds: list[float] = field(default_factory=lambda: list(PAPER_THRESHOLDS))
-    max_improve_steps: int | None = None  # None: every threshold above the mean reward
-    percentiles: list[float] = field(
-        default_factory=lambda: [50.0, 70.0, 90.0]
-    )  # keep reward >= source's p-th pct
-    gammas: list[float] = field(default_factory=lambda: [0.0, 0.5, 0.8])  # tau(x) = g*max + (1-g)*mean
-    quantile: float = 0.8  # RAFT: global reward quantile, one Improve per Grow
-    loss: str = "bc"  # "bc" (NLL) or "reward_weighted" (J = E[r log p])
-    init: str = "warm_start"  # "warm_start" (ReST) or "restart_from_base" (ReST-EM)
-    lr: float = 5e-4
-    lr_decay: float = 0.7  # lr of Improve step n (counted over the campaign) = lr * lr_decay**(n-1)
-    epochs: float = 2.0
-    max_steps: int | None = None  # optimizer steps cap per Improve; None: epochs decide
-    batch_size: int = 32
-    original_mix: float = 1.0  # share of the original pairs D added to D_g (and filtered with it)
-    eval_every: int = 50  # optimizer steps between validation checks (early stopping)
-    patience: int = 2  # validation checks without improvement before stopping
-    early_stopping: bool = True  # keep the checkpoint with the best validation reward
+    rule: str = doc(
+        "thresholds",
+        "The filter: thresholds (global, increasing: the paper's main rule), percentile or interpolation "
+        "(per source, paper appendix A.7), quantile (RAFT) or binary (ReST-EM: keep reward 1).",
+        choices=FILTER_RULES,
+    )
+    thresholds: list[float] = doc(
+        help="thresholds rule: keep R > tau, one tau per Improve step, strictly increasing in [0, 1]; those "
+        "at or below the mean reward of D_g are skipped. Default: the paper's sequence.",
+        factory=lambda: list(PAPER_THRESHOLDS),
+    )
+    max_improve_steps: int | None = doc(
+        None,
+        "Cap on Improve steps per Grow. Not set: one per threshold above the mean reward, as in the paper.",
+    )
+    percentiles: list[float] = doc(
+        help="percentile rule: keep R >= the source's p-th percentile, one p per Improve step. Per source, "
+        "so hard sources keep data; gains saturate after p = 90 (paper A.7), hence the last value.",
+        factory=lambda: [50.0, 70.0, 90.0],
+    )
+    gammas: list[float] = doc(
+        help="interpolation rule: keep R >= g * max + (1 - g) * mean of the source's rewards, g rising "
+        "per Improve step (paper A.7). g = 0 first keeps each source's above-mean candidates; then g rises "
+        "toward its best.",
+        factory=lambda: [0.0, 0.5, 0.8],
+    )
+    quantile: float = doc(
+        0.8,
+        "quantile rule (RAFT): keep R >= the step's global reward quantile, one Improve per Grow. 0.8 keeps "
+        "the best fifth of D_g.",
+    )
+    loss: str = doc(
+        "bc",
+        "bc: NLL on the kept pairs, which beat GOLD, BVMPO and offline actor-critic in the paper; "
+        "reward_weighted: J = E[r log p], ReST-EM's M-step.",
+        choices=("bc", "reward_weighted"),
+    )
+    init: str = doc(
+        "warm_start",
+        "warm_start: each Improve starts from the previous policy (ReST). restart_from_base: each fine-tunes "
+        "the base policy anew, to limit overfitting and drift (ReST-EM; mode = 'rest-em' sets it).",
+        choices=("warm_start", "restart_from_base"),
+    )
+    lr: float = doc(
+        5e-4,
+        "Learning rate of the first Improve step. Half of BC's: Improve fine-tunes a trained policy on "
+        "small, high-quality subsets, which overfit fast.",
+    )
+    lr_decay: float = doc(
+        0.7,
+        "Improve step n of the campaign uses lr * lr_decay**(n-1): the paper lowers the rate at each step. "
+        "0.7 about halves it every two steps; mode = 'rest-em' sets 1.0 (every step restarts).",
+    )
+    epochs: float = doc(
+        2.0,
+        "Passes over the kept pairs per Improve step. 2, fewer than BC's 3: the filtered sets are small "
+        "and overfit fast, and early stopping keeps the best checkpoint anyway.",
+    )
+    max_steps: int | None = doc(
+        None, "Cap on optimizer steps per Improve step. Not set: epochs decide, whatever D_g's size."
+    )
+    batch_size: int = doc(
+        32, "Pairs per Improve optimizer step. 32 as BC's: the batch bench/RESULTS.md measured on CPU."
+    )
+    original_mix: float = doc(
+        1.0,
+        "Share of the original pairs D added to each D_g (and filtered with it). 1.0: the paper keeps D in "
+        "the mix so the policy does not collapse; mode = 'rest-em' sets 0.",
+    )
+    eval_every: int = doc(
+        50,
+        "Optimizer steps between validation checks (early stopping). 50 gives a few checks per Improve "
+        "step on the demo sets without validation taking most of the CPU time.",
+    )
+    patience: int = doc(
+        2,
+        "Validation checks without improvement before an Improve step stops. 2 rides out one noisy check; "
+        "the best checkpoint is kept either way.",
+    )
+    early_stopping: bool = doc(
+        True,
+        "Keep the checkpoint with the best validation reward. On: the paper fine-tunes 'while the reward "
+        "on D_eval improves'.",
+    )
 
     def __post_init__(self) -> None:
         _check(self.rule in FILTER_RULES, "improve.rule", self.rule, f"one of {list(FILTER_RULES)}")
@@ -255,9 +452,17 @@ class ImproveConfig:
 
 @dataclass
 class EvalConfig:
-    best_of_n: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    max_sources: int | None = None  # cap on validation/test sources evaluated; None: all
-    batch_size: int = 64
+    best_of_n: list[int] = doc(
+        help="N of the Best-of-N evaluation (the best of N samples by reward), strictly increasing. Powers "
+        "of two up to K = 8; the paper's best ReST policy at N < 10 matched BC at N = 200.",
+        factory=lambda: [1, 2, 4, 8],
+    )
+    max_sources: int | None = doc(
+        None,
+        "Cap on validation/test sources evaluated. Not set: all, so a reported reward covers the whole "
+        "held-out set.",
+    )
+    batch_size: int = doc(64, "Sequences per evaluation generate call; 64 as grow.batch_size.")
 
     def __post_init__(self) -> None:
         _check(all(n >= 1 for n in self.best_of_n), "eval.best_of_n", self.best_of_n, "values >= 1")
@@ -273,12 +478,36 @@ class EvalConfig:
 
 @dataclass
 class StopConfig:
-    max_grow_steps: int = 2
-    target_reward: float | None = None  # stop once validation reward reaches this
-    min_improvement: float | None = None  # stop when the last k Grow steps gained less than this
-    window: int = 1  # k above
-    max_samples: int | None = None  # budget: candidates generated over the campaign
-    max_wall_seconds: float | None = None  # budget: wall-clock of compute steps
+    max_grow_steps: int = doc(
+        2,
+        "Stop after this many Grow steps. 2: the paper's best reward came with G = 2, and ReST-EM gained "
+        "most in the first one or two iterations.",
+    )
+    target_reward: float | None = doc(
+        None,
+        "Stop once the validation reward reaches this. Not set: no target, since a good reward depends "
+        "on the task.",
+    )
+    min_improvement: float | None = doc(
+        None,
+        "Stop when the last `window` Grow steps gained less validation reward than this. Not set: off, "
+        "since a worthwhile gain depends on the reward's scale.",
+    )
+    window: int = doc(
+        1,
+        "Grow steps min_improvement looks back over. 1, the previous Grow: most of the gain comes in the "
+        "first one or two.",
+    )
+    max_samples: int | None = doc(
+        None,
+        "Budget: candidates generated over the campaign. Not set: no budget; max_grow_steps bounds the "
+        "work already.",
+    )
+    max_wall_seconds: float | None = doc(
+        None,
+        "Budget: wall-clock seconds of all compute steps. Not set: no budget; max_grow_steps bounds the "
+        "work already.",
+    )
 
     def __post_init__(self) -> None:
         _check(self.max_grow_steps >= 0, "stop.max_grow_steps", self.max_grow_steps, "must be >= 0")
@@ -301,18 +530,46 @@ class StopConfig:
 class GatesConfig:
     """Governance gates, checked before each Grow; a failing gate pauses (or stops) the campaign."""
 
-    action: str = "pause"  # "pause": wait for an operator; "stop": final evaluation, then STOPPED
-    reward_tests: bool = (
-        False  # the reward version must pass its unit-test suite (run on validation references)
+    action: str = doc(
+        "pause",
+        "What a failing gate does: pause (wait for an operator) or stop (final evaluation, then STOPPED). "
+        "pause: a gate asks for a human decision, and STOPPED is final.",
+        choices=("pause", "stop"),
     )
-    reward_tests_skip: list[str] = field(default_factory=list)  # suite tests not applied by the gate
-    reward_tests_min_pass_rate: float = 0.9
-    drift: bool = (
-        False  # drift alarms (latest Grow vs the BC baseline and vs the previous Grow) must be clear
+    reward_tests: bool = doc(
+        False,
+        "The reward version must pass its unit-test suite (run once per version on validation "
+        "references). Off, like every gate, so a first campaign runs unattended; turn it on for learned "
+        "(hf, minilm) rewards.",
     )
-    drift_reward_wasserstein: float = 0.1  # W1 / reference std; Evidently's default for large samples
-    human_min_ratings: int = 0  # ratings needed on the latest sampled policy (0: no human gate)
-    human_min_diff: float | None = None  # human eval diff (latest policy minus base) must not fall below this
+    reward_tests_skip: list[str] = doc(
+        help="Suite tests the gate does not apply, e.g. the typo and punctuation invariance tests for an "
+        "exact-answer reward, which must notice them. Empty: every test applies.",
+        factory=list,
+    )
+    reward_tests_min_pass_rate: float = doc(
+        0.9,
+        "Share of samples each applied reward test must pass. 0.9, as `restgov reward-test`: a few odd "
+        "samples pass, a systematic flaw does not.",
+    )
+    drift: bool = doc(
+        False,
+        "Drift alarms (latest Grow vs the BC baseline and vs the previous Grow) must be clear. Off, like "
+        "every gate, so a first campaign runs unattended.",
+    )
+    drift_reward_wasserstein: float = doc(
+        0.1, "Reward drift alarm at W1 / reference std >= this. 0.1 is Evidently's default for large samples."
+    )
+    human_min_ratings: int = doc(
+        0,
+        "Ratings needed on the latest sampled policy vs base (BC) before the next Grow. 0: no human gate, "
+        "since a campaign may have no raters.",
+    )
+    human_min_diff: float | None = doc(
+        None,
+        "Human eval diff (mean 0..6 score of the latest policy minus base) must not fall below this. Not "
+        "set: not checked.",
+    )
 
     def __post_init__(self) -> None:
         _check(self.action in ("pause", "stop"), "gates.action", self.action, "'pause' or 'stop'")
@@ -333,17 +590,54 @@ class GatesConfig:
 
 @dataclass
 class CampaignConfig:
-    name: str = "campaign"
-    mode: str = "rest"  # "rest" (Gulcehre et al.) or "rest-em" (Singh et al.): sets defaults, see below
-    seed: int = 0
-    policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(scratch=ScratchModel()))
-    data: DataConfig = field(default_factory=lambda: DataConfig(train="train.jsonl", validation="val.jsonl"))
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    grow: GrowConfig = field(default_factory=GrowConfig)
-    improve: ImproveConfig = field(default_factory=ImproveConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    stop: StopConfig = field(default_factory=StopConfig)
-    gates: GatesConfig = field(default_factory=GatesConfig)
+    name: str = doc(
+        "campaign",
+        "Shown by status and the dashboard; must not be empty. 'campaign' so a minimal config runs.",
+    )
+    mode: str = doc(
+        "rest",
+        "rest (Gulcehre et al.) or rest-em (Singh et al.). rest-em sets the improve fields the TOML leaves "
+        "out: rule binary, init restart_from_base, original_mix 0, lr_decay 1.",
+        choices=("rest", "rest-em"),
+    )
+    seed: int = doc(
+        0,
+        "Seeds model init, sampling, training and reward tests: CPU runs reproduce. Any fixed value does.",
+    )
+    policy: PolicyConfig = doc(
+        help="The policy to improve: a local model directory or a tiny model trained from scratch. Left "
+        "out: the default [policy.scratch] model.",
+        factory=lambda: PolicyConfig(scratch=ScratchModel()),
+    )
+    data: DataConfig = doc(
+        help="The pairs, in .jsonl, .csv or .parquet; relative paths resolve against the TOML's folder. "
+        "Left out: train.jsonl and val.jsonl.",
+        factory=lambda: DataConfig(train="train.jsonl", validation="val.jsonl"),
+    )
+    reward: RewardConfig = doc(
+        help="The reward R(x, y) in [0, 1], computed once per candidate and stored.", factory=RewardConfig
+    )
+    grow: GrowConfig = doc(
+        help="Grow: K samples per source from the current policy, with temperature sampling.",
+        factory=GrowConfig,
+    )
+    improve: ImproveConfig = doc(
+        help="Improve: filter D_g by reward, then fine-tune the policy on what is kept.",
+        factory=ImproveConfig,
+    )
+    eval: EvalConfig = doc(
+        help="Held-out evaluation: mean reward and Best-of-N on validation and test.", factory=EvalConfig
+    )
+    stop: StopConfig = doc(
+        help="Stopping criteria, decided before the campaign and checked before every Grow; the reason is "
+        "recorded. Editable while a campaign runs (`restgov criteria`, dashboard).",
+        factory=StopConfig,
+    )
+    gates: GatesConfig = doc(
+        help="Governance gates, also checked before every Grow; a failing gate pauses (or stops) the "
+        "campaign until it passes or an operator overrides it once.",
+        factory=GatesConfig,
+    )
 
     def __post_init__(self) -> None:
         _check(self.mode in ("rest", "rest-em"), "mode", self.mode, "'rest' or 'rest-em'")

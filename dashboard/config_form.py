@@ -1,6 +1,8 @@
-"""A form generated from a config dataclass (engine.config.StopConfig, GatesConfig), so a new field appears here.
+"""A form generated from a config dataclass (engine.config.StopConfig, GatesConfig): a new field appears here.
 
-Values go back through engine.config's own validation; an error is shown under the field it names.
+Each widget's help and choices come from the field's metadata in engine.config, where every field is
+documented once. Values go back through engine.config's own validation; an error is shown under the field
+it names.
 """
 
 from __future__ import annotations
@@ -11,23 +13,19 @@ import typing
 
 import streamlit as st
 
-HELP = {
-    "max_grow_steps": "Stop after this many Grow steps.",
-    "target_reward": "Stop once the validation reward reaches this (empty: no target).",
-    "min_improvement": "Stop when the last `window` Grow steps gained less validation reward than this (empty: off).",
-    "window": "Number of Grow steps `min_improvement` looks back over.",
-    "max_samples": "Budget: candidates generated over the campaign (empty: no budget).",
-    "max_wall_seconds": "Budget: compute seconds of all steps (empty: no budget).",
-    "action": "What a failing gate does: pause (wait for an operator) or stop (final evaluation, then STOPPED).",
-    "reward_tests": "The reward version must pass its unit-test suite before each Grow.",
-    "reward_tests_skip": "Suite tests the gate does not apply (comma-separated names).",
-    "reward_tests_min_pass_rate": "Pass rate each applied reward test needs.",
-    "drift": "Drift alarms (latest Grow vs the BC baseline and vs the previous Grow) must be clear.",
-    "drift_reward_wasserstein": "Reward drift alarm: Wasserstein distance over the reference std.",
-    "human_min_ratings": "Ratings needed on the latest sampled policy (0: no human gate).",
-    "human_min_diff": "Human eval diff (latest policy minus base) must not fall below this (empty: not checked).",
-}
-CHOICES = {"action": ["pause", "stop"]}
+
+def _field(cls: type, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(cls) if f.name == name)
+
+
+def field_help(cls: type, name: str) -> str:
+    """The widget help of field `name` of config dataclass `cls`: its documented help in engine.config."""
+    return _field(cls, name).metadata.get("help", "")
+
+
+def field_choices(cls: type, name: str) -> list[str] | None:
+    """The allowed values of a field that has a fixed set (shown as a select box), else None."""
+    return _field(cls, name).metadata.get("choices")
 
 
 def _base(tp) -> tuple[type, bool]:
@@ -57,7 +55,8 @@ def form_values(cls: type, prefix: str) -> dict:
     for f in dataclasses.fields(cls):
         tp, _ = _base(hints[f.name])
         raw = st.session_state[f"{prefix}_{f.name}"]
-        out[f.name] = raw if tp in (bool, int, float) or f.name in CHOICES else _parse(tp, raw)
+        chosen = field_choices(cls, f.name) is not None
+        out[f.name] = raw if tp in (bool, int, float) or chosen else _parse(tp, raw)
     return out
 
 
@@ -71,9 +70,9 @@ def dataclass_form(
         tp, optional = _base(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         value = current.get(f.name, default)
-        key, label, help_ = f"{prefix}_{f.name}", f.name, HELP.get(f.name)
-        if f.name in CHOICES:
-            opts = CHOICES[f.name]
+        key, label, help_ = f"{prefix}_{f.name}", f.name, field_help(cls, f.name)
+        opts = field_choices(cls, f.name)
+        if opts is not None:
             out[f.name] = st.selectbox(
                 label,
                 opts,
