@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.store import Store
-from engine.worker import SAMPLE_SCHEMA
+from engine.steps.grow import SAMPLE_SCHEMA
 
 CID, GROW = "bench", 1
 # The dashboard's per-step reward histogram (its query is not written yet): one row per non-empty bin.

@@ -20,8 +20,9 @@ from collections import deque
 from functools import partial
 from pathlib import Path
 
-from .campaign import CRITERIA_SECTIONS, TERMINAL, Controller, new_campaign, update_criteria
+from .campaign import CRITERIA_SECTIONS, Controller, new_campaign, update_criteria
 from .config import CampaignConfig, config_from_dict
+from .state import FINISHED, State
 from .store import Store
 
 RECIPE_BUDGETS = ("small", "full", "tiny")
@@ -39,7 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def open_store(path: str | Path) -> Store:
-    return Store(path)
+    from .store import open_store as _open
+
+    return _open(path)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -140,7 +143,7 @@ class ControllerService:
 
     def can_start(self, cid: str) -> bool:
         row = self.store.campaign(cid)
-        return row is not None and not self.running(cid) and row["state"] not in ("DONE", "STOPPED")
+        return row is not None and not self.running(cid) and row["state"] not in FINISHED
 
     def start(self, cid: str, actor: str, override_gates: tuple[str, ...] = ()) -> bool:
         """Start (or resume) a campaign in a background thread; False when it is running or finished.
@@ -153,7 +156,7 @@ class ControllerService:
         with self._lock:
             if cid in self._runs and self._runs[cid][1].is_alive():
                 return False
-            if row["state"] in ("DONE", "STOPPED"):
+            if row["state"] in FINISHED:
                 return False
             ctl = Controller(self.store, on_event=partial(self._on_event, cid))
             th = threading.Thread(
@@ -178,12 +181,12 @@ class ControllerService:
         return True
 
     def _run(self, cid: str, ctl: Controller, override_gates: tuple[str, ...], actor: str) -> None:
-        state = "FAILED"
+        state = State.FAILED
         try:
             state = ctl.run(cid, override_gates=override_gates, actor=actor)
         except Exception as e:  # a controller bug must not leave the campaign looking alive
             msg = f"controller error: {type(e).__name__}: {e}"
-            self.store.set_state(cid, "FAILED", msg, reason=msg)
+            self.store.set_state(cid, State.FAILED, msg, reason=msg)
             with self._lock:
                 self._live[cid]["error"] = msg
         finally:
@@ -213,17 +216,17 @@ class ControllerService:
 
     def pause(self, cid: str, actor: str) -> bool:
         """Ask a running campaign to pause: the worker is stopped and the step resumes later from its shards."""
-        return self._request(cid, "PAUSED", actor)
+        return self._request(cid, State.PAUSED, actor)
 
     def stop(self, cid: str, actor: str) -> bool:
         """Stop for good. A campaign that is not running (created, paused, failed) is marked STOPPED at once."""
-        if self._request(cid, "STOPPED", actor):
+        if self._request(cid, State.STOPPED, actor):
             return True
         row = self.store.campaign(cid)
-        if row is None or row["state"] in TERMINAL and row["state"] != "FAILED":
+        if row is None or row["state"] in FINISHED:
             return False
         self.store.set_state(
-            cid, "STOPPED", f"campaign stopped by {actor}", actor=actor, reason=f"stopped by {actor}"
+            cid, State.STOPPED, f"campaign stopped by {actor}", actor=actor, reason=f"stopped by {actor}"
         )
         return True
 
@@ -246,7 +249,7 @@ class ControllerService:
     def shutdown(self, timeout: float = 20.0) -> None:
         """Pause every running campaign (at exit), so a restart resumes them instead of finding them orphaned."""
         for cid in self.running():
-            self._request(cid, "PAUSED", "server shutdown")
+            self._request(cid, State.PAUSED, "server shutdown")
         deadline = time.time() + timeout
         for cid in self.running():
             self.wait(cid, max(0.0, deadline - time.time()))

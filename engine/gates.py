@@ -2,7 +2,7 @@
 
 Each gate returns a GateResult with the figures it looked at, so a pause or stop is recorded with the
 numbers that caused it. Reward unit tests need the reward model, so they run in a worker (see
-engine.worker.run_reward_tests); the other gates read the store.
+engine/steps/reward_tests.py); the other gates read the store.
 """
 
 from __future__ import annotations

@@ -175,3 +175,27 @@ def run_suite(
     return SuiteReport(
         reward.name, reward.version, len(pairs), statistics.fmean(base), measured, unit, results, config
     )
+
+
+def run_for_reward(reward: RewardModel, reward_cfg: Any, pairs: list[Pair], settings: dict) -> dict:
+    """The worker's entry point (restgov's `reward_tests` step): build the reward's suite, run it, and
+    return the report as plain data with the settings it ran under, so a gate can tell whose run it is.
+
+    `settings`: skip, only (test names), tol_scale, min_pass_rate, seed, max_examples.
+    """
+    from .report import to_dict
+    from .suite import for_reward
+
+    skip, only = list(settings.get("skip", ())), list(settings.get("only", ()))
+    tests = for_reward(reward_cfg, only=only, skip=skip, strict=False)
+    report = run_suite(
+        reward,
+        pairs,
+        tests,
+        seed=int(settings.get("seed", 0)),
+        tol_scale=float(settings.get("tol_scale", 1.0)),
+        min_pass_rate=float(settings.get("min_pass_rate", 0.9)),
+        max_examples_per_test=settings.get("max_examples"),
+    )
+    report.config |= {"skip": sorted(skip), "only": sorted(only)}
+    return to_dict(report)

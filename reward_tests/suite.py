@@ -129,3 +129,26 @@ def select(tests: list[RewardTest], only: Iterable[str] = (), skip: Iterable[str
     if unknown:
         raise TestDiscoveryError(f"unknown reward tests {unknown}; known: {sorted(known)}")
     return [t for t in tests if (not only or t.name in only) and t.name not in skip]
+
+
+def for_reward(
+    reward_cfg,
+    extra: Iterable[str] = (),
+    only: Iterable[str] = (),
+    skip: Iterable[str] = (),
+    strict: bool = True,
+) -> list[RewardTest]:
+    """The suite a reward is tested with: the default tests, then the user tests its config names
+    (`[reward] tests`, a module or .py path, or a list of them), then `extra` specs; then `only` / `skip`.
+
+    With `strict`, an unknown name in `only` or `skip` is an error (a typo on the command line); otherwise
+    names the suite does not have are ignored (a campaign's skip list outliving a test it names).
+    """
+    specs = getattr(reward_cfg, "tests", None) or []
+    tests = default_suite()
+    for spec in [*([specs] if isinstance(specs, str) else specs), *extra]:
+        tests = merge(tests, load_user_tests(spec))
+    if not strict:
+        names = {t.name for t in tests}
+        only, skip = [n for n in only if n in names], [n for n in skip if n in names]
+    return select(tests, only, skip)

@@ -24,7 +24,7 @@ from engine.drift import (
 from engine.store.core import CoreStore
 from engine.store.drift import DriftMixin
 from engine.store.ratings import RatingsMixin
-from engine.worker import SAMPLE_SCHEMA
+from engine.steps.grow import SAMPLE_SCHEMA
 
 CID = "camp"
 WORDS = [f"w{i}" for i in range(40)]
@@ -246,7 +246,7 @@ def test_cli_drift_exits_1_on_alarm_and_records(tmp_path: Path, monkeypatch, cap
     import argparse
 
     import engine.store
-    from engine.governance_cli import add_parsers
+    from engine.cli.governance import register as add_parsers
 
     monkeypatch.setattr(engine.store, "Store", S)  # the mixins may not be wired into Store yet
     rng = np.random.default_rng(6)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.store import Store
-from engine.worker import SAMPLE_SCHEMA
+from engine.steps.grow import SAMPLE_SCHEMA
 
 CID, OTHER = "camp-a", "camp-b"
 

@@ -16,11 +16,11 @@ from scipy import stats as sps
 
 import engine.store
 from engine import ratings as hr
-from engine.governance_cli import add_parsers
+from engine.cli.governance import register as add_parsers
 from engine.store.core import CoreStore
 from engine.store.drift import DriftMixin
 from engine.store.ratings import RatingsMixin, shown_order
-from engine.worker import SAMPLE_SCHEMA
+from engine.steps.grow import SAMPLE_SCHEMA
 
 CID = "camp"
 SOURCES = [f"s{i}" for i in range(12)]

@@ -17,15 +17,15 @@ import torch
 
 from engine import gates
 from engine.campaign import new_campaign
+from engine.cli.refresh import register as add_parser
 from engine.config import config_from_dict
 from engine.data import write_examples
 from engine.recipes.toy_mt import ADJS, NOUNS, VERBS, corrupt, make_splits
-from engine.refresh_cli import add_parser
 from engine.rewards import RewardError, chrf
 from engine.rewards.minilm import MiniLMReward, train_minilm_head
 from engine.rewards.refresh import RatedPair, rated_pairs, refresh_campaign_reward, refresh_minilm_head
 from engine.store import Store
-from engine.worker import SAMPLE_SCHEMA
+from engine.steps.grow import SAMPLE_SCHEMA
 
 N_RATED = 40  # sources with a rating task; the other train sources only feed the anchor set
 

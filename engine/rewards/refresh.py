@@ -184,15 +184,12 @@ def campaign_prompts(row: dict, split: str, limit: int | None = None) -> list[tu
 def _unit_tests(
     reward: MiniLMReward, cfg: Any, store: Any, row: dict, limit: int, **extra: Any
 ) -> dict | None:
-    """Run and store the suite the reward-tests gate runs (engine.worker.run_reward_tests) on up to `limit`
-    validation references, so the gate reads this run for this version; None without references."""
-    from reward_tests import default_suite, run_suite
-    from reward_tests.suite import load_user_tests, merge, select
+    """Run and store, in a worker, the suite the reward-tests gate runs (engine/steps/reward_tests.py) on up
+    to `limit` validation references, so the gate reads this run for this version; None without references."""
+    import uuid
 
-    tests = default_suite()
-    for spec in cfg.reward.tests:
-        tests = merge(tests, load_user_tests(spec))
-    tests = select(tests, skip=[t for t in cfg.gates.reward_tests_skip if t in {x.name for x in tests}])
+    from engine.steps.reward_tests import run_outside_campaign
+
     pairs = [
         (i, s, r, r)
         for i, s, r in campaign_prompts(row, "validation", min(limit, cfg.eval.max_sources or limit))
@@ -200,16 +197,21 @@ def _unit_tests(
     ]
     if not pairs:
         return None
-    rep = run_suite(reward, pairs, tests, seed=cfg.seed, min_pass_rate=cfg.gates.reward_tests_min_pass_rate)
-    rep.config |= {
-        "reward": {"kind": cfg.reward.kind, "path": str(reward.path.resolve())},
-        "campaign": row["id"],
-    } | extra
+    path = str(reward.path.resolve())
+    step_dir = Path(row["run_dir"]) / "steps" / f"reward-tests-{reward.version}-{uuid.uuid4().hex[:6]}"
+    rep = run_outside_campaign(
+        store,
+        cfg,
+        pairs,
+        step_dir,
+        reward={"kind": cfg.reward.kind, "path": path},
+        report_extra={"reward": {"kind": cfg.reward.kind, "path": path}, "campaign": row["id"]} | extra,
+    )
     return {
-        "run_id": store.save_reward_test_run(rep),
-        "verdict": rep.verdict,
-        "failed": rep.failed,
-        "n_pairs": rep.n_pairs,
+        "run_id": rep["run_id"],
+        "verdict": rep["verdict"],
+        "failed": rep["failed"],
+        "n_pairs": rep["n_pairs"],
     }
 
 

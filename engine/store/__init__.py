@@ -6,16 +6,27 @@ its own module with its own tables.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .core import CoreStore, now
 from .drift import DriftMixin
+from .filters import FiltersMixin
 from .ratings import RatingsMixin
 from .reward_tests import RewardTestsMixin
 from .users import UsersMixin
 from .views import ViewsMixin
 
 
-class Store(ViewsMixin, UsersMixin, RewardTestsMixin, RatingsMixin, DriftMixin, CoreStore):
+class Store(ViewsMixin, UsersMixin, RewardTestsMixin, RatingsMixin, DriftMixin, FiltersMixin, CoreStore):
     pass
 
 
-__all__ = ["Store", "now"]
+def open_store(path: str | Path) -> Store:
+    """Open the store at `path` read-write, creating it if needed.
+
+    Raises RuntimeError naming the file when another process (a dashboard, a `restgov run`) holds it.
+    """
+    return Store(path)
+
+
+__all__ = ["Store", "now", "open_store"]

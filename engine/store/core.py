@@ -1,4 +1,4 @@
-"""The DuckDB store core: campaigns, events, steps, prompts, samples, filters, evals, checkpoints.
+"""The DuckDB store core: campaigns, events, steps, prompts, samples, evals, checkpoints.
 
 Every value goes through `?` placeholders; each thread uses its own cursor. Samples are appended from
 immutable Parquet shards inside a transaction that also records the shard id, so ingesting the same
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,10 +41,6 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE TABLE IF NOT EXISTS shards (
     shard_id VARCHAR PRIMARY KEY, campaign_id VARCHAR NOT NULL, kind VARCHAR NOT NULL,
     n_rows BIGINT NOT NULL, ingested_at TIMESTAMP NOT NULL);
-CREATE TABLE IF NOT EXISTS filters (
-    campaign_id VARCHAR, grow INTEGER, improve INTEGER, rule VARCHAR NOT NULL, param DOUBLE, tau DOUBLE,
-    n_total BIGINT, kept BIGINT, kept_mean_reward DOUBLE, created_at TIMESTAMP,
-    PRIMARY KEY (campaign_id, grow, improve));
 CREATE TABLE IF NOT EXISTS curves (
     campaign_id VARCHAR NOT NULL, step_key VARCHAR NOT NULL, step INTEGER NOT NULL,
     loss DOUBLE, lr DOUBLE, val_reward DOUBLE, shard_id VARCHAR NOT NULL);
@@ -91,6 +89,18 @@ class CoreStore:
             cur = self._local.cur = self._con.cursor()
         return cur
 
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """`with store.transaction() as cur:` commits when the block ends, rolls back when it raises."""
+        cur = self.cursor()
+        cur.execute("BEGIN")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
     def close(self) -> None:
         self._con.close()
 
@@ -134,9 +144,7 @@ class CoreStore:
         payload: dict | None = None,
     ) -> None:
         """Update the campaign's state and append the transition to the event log in one transaction."""
-        cur = self.cursor()
-        cur.execute("BEGIN")
-        try:
+        with self.transaction() as cur:
             if reason is not None:
                 cur.execute(
                     "UPDATE campaigns SET state = ?, stop_reason = ?, updated_at = ? WHERE id = ?",
@@ -147,27 +155,17 @@ class CoreStore:
                     "UPDATE campaigns SET state = ?, updated_at = ? WHERE id = ?", [state, now(), cid]
                 )
             self._event(cur, cid, "state", message, payload, actor, state)
-            cur.execute("COMMIT")
-        except Exception:
-            cur.execute("ROLLBACK")
-            raise
 
     def update_config(
         self, cid: str, config: dict, actor: str, message: str, payload: dict | None = None
     ) -> None:
         """Replace a campaign's validated config and log who changed what, in one transaction."""
-        cur = self.cursor()
-        cur.execute("BEGIN")
-        try:
+        with self.transaction() as cur:
             cur.execute(
                 "UPDATE campaigns SET config = ?, updated_at = ? WHERE id = ?",
                 [json.dumps(config), now(), cid],
             )
             self._event(cur, cid, "criteria", message, payload, actor, None)
-            cur.execute("COMMIT")
-        except Exception:
-            cur.execute("ROLLBACK")
-            raise
 
     def add_event(
         self,
@@ -246,11 +244,8 @@ class CoreStore:
     def ingest_shard(self, cid: str, kind: str, shard_id: str, path: str | Path) -> int:
         """Append a samples or curves shard exactly once; returns rows added (0 when already ingested)."""
         table = {"samples": "samples", "curves": "curves"}[kind]
-        cur = self.cursor()
-        cur.execute("BEGIN")
-        try:
+        with self.transaction() as cur:
             if cur.execute("SELECT 1 FROM shards WHERE shard_id = ?", [shard_id]).fetchone():
-                cur.execute("ROLLBACK")
                 return 0
             cols = [
                 r[0]
@@ -265,11 +260,7 @@ class CoreStore:
             )
             (n,) = cur.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()
             cur.execute("INSERT INTO shards VALUES (?, ?, ?, ?, ?)", [shard_id, cid, kind, n, now()])
-            cur.execute("COMMIT")
-            return n
-        except Exception:
-            cur.execute("ROLLBACK")
-            raise
+        return n
 
     def shard_ids(self, cid: str) -> set[str]:
         return {
@@ -279,7 +270,7 @@ class CoreStore:
             .fetchall()
         }
 
-    # ---------------------------------------------------------------- samples and filters
+    # ---------------------------------------------------------------- samples
     def grow_stats(self, cid: str, grow: int) -> dict:
         row = self._rows(
             "SELECT count(*) AS n, avg(reward) AS mean, stddev_pop(reward) AS std, min(reward) AS min, max(reward) AS max, "
@@ -308,79 +299,6 @@ class CoreStore:
             .fetchone()
         )
         return int(n)
-
-    _KEEP = {
-        # F(x, y; tau) = 1[R > tau], the paper's filter.
-        "thresholds": "s.reward > $param",
-        # Per source: keep rewards at or above the source's p-th percentile (param in [0, 100)).
-        "percentile": "s.reward >= quantile_cont(s.reward, $param / 100.0) OVER (PARTITION BY s.source_id)",
-        # Per source: tau(x) = gamma * max + (1 - gamma) * mean.
-        # least(max, ...) and the 1e-12 slack: avg() can land an ulp above max when all rewards are equal.
-        "interpolation": "s.reward >= least(max(s.reward) OVER (PARTITION BY s.source_id), "
-        "$param * max(s.reward) OVER (PARTITION BY s.source_id) "
-        "+ (1 - $param) * avg(s.reward) OVER (PARTITION BY s.source_id)) - 1e-12",
-        # RAFT: one global quantile of the step's rewards.
-        "quantile": "s.reward >= (SELECT quantile_cont(reward, $param) FROM samples WHERE campaign_id = $cid AND grow = $grow)",
-        # ReST-EM: binary reward, keep the correct ones.
-        "binary": "s.reward >= 1.0 - 1e-9",
-    }
-
-    def _kept_sql(self, rule: str) -> str:
-        keep = self._KEEP[rule]
-        where = "s.campaign_id = $cid AND s.grow = $grow"
-        if rule in ("percentile", "interpolation"):
-            return f"SELECT s.* FROM samples s WHERE {where} QUALIFY {keep}"
-        return f"SELECT s.* FROM samples s WHERE {where} AND {keep}"
-
-    def apply_filter(
-        self, cid: str, grow: int, improve: int, rule: str, param: float | None, out_path: str | Path
-    ) -> dict:
-        """Write the kept pairs of Grow step `grow` to Parquet (source, target, reward) and record the decision."""
-        params = {"cid": cid, "grow": grow, "param": param if param is not None else 0.0}
-        kept = self._kept_sql(rule)
-        cur = self.cursor()
-        out_path = Path(out_path)
-        tmp = out_path.with_suffix(".tmp.parquet")
-        cur.execute(
-            f"COPY (SELECT p.source, k.text AS target, k.reward, k.source_id, k.sample_idx FROM ({kept}) k "
-            f"JOIN prompts p ON p.campaign_id = k.campaign_id AND p.split = 'train' AND p.source_id = k.source_id "
-            f"ORDER BY k.source_id, k.sample_idx) TO '{_sql_path(tmp)}' (FORMAT parquet)",
-            _named(kept, params),
-        )
-        tmp.replace(out_path)
-        # Stats from the file just written: re-running the keep query (a window over 16M rows) costs seconds.
-        stats = self._rows(
-            "SELECT (SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = ?) AS n_total, count(*) AS kept, "
-            "avg(reward) AS kept_mean_reward, count(DISTINCT source_id) AS kept_sources FROM read_parquet(?)",
-            [cid, grow, str(out_path)],
-        )[0]
-        tau = param if rule == "thresholds" else None
-        if rule == "quantile":
-            (tau,) = cur.execute(
-                "SELECT quantile_cont(reward, ?) FROM samples WHERE campaign_id = ? AND grow = ?",
-                [param, cid, grow],
-            ).fetchone()
-        cur.execute(
-            "INSERT INTO filters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-            "rule = excluded.rule, param = excluded.param, tau = excluded.tau, n_total = excluded.n_total, "
-            "kept = excluded.kept, kept_mean_reward = excluded.kept_mean_reward, created_at = excluded.created_at",
-            [
-                cid,
-                grow,
-                improve,
-                rule,
-                param,
-                tau,
-                stats["n_total"],
-                stats["kept"],
-                stats["kept_mean_reward"],
-                now(),
-            ],
-        )
-        return stats | {"tau": tau, "rule": rule, "param": param}
-
-    def filters(self, cid: str) -> list[dict]:
-        return self._rows("SELECT * FROM filters WHERE campaign_id = ? ORDER BY grow, improve", [cid])
 
     # ---------------------------------------------------------------- evals and checkpoints
     def add_eval(

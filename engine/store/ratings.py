@@ -149,9 +149,7 @@ class RatingsMixin:
             )
             batch = f"b{k + 1}"
         t, ids = now(), []
-        cur = self.cursor()
-        cur.execute("BEGIN")
-        try:
+        with self.transaction() as cur:  # type: ignore[attr-defined]
             for sid in chosen:
                 ga, ia, ta = rng.choice(cand[policy_a][sid])
                 gb, ib, tb = rng.choice(cand[policy_b][sid])
@@ -179,10 +177,6 @@ class RatingsMixin:
                     ],
                 ).fetchone()
                 ids.append(tid)
-            cur.execute("COMMIT")
-        except Exception:
-            cur.execute("ROLLBACK")
-            raise
         return {"batch": batch, "n_tasks": len(ids), "task_ids": ids}
 
     # ---------------------------------------------------------------- serving and submitting

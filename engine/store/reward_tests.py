@@ -44,9 +44,7 @@ class RewardTestsMixin:
         n_failed = sum(t["verdict"] == "fail" for t in tests)
         created = now()
         run_id = f"rt-{created:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-        cur = self.cursor()  # type: ignore[attr-defined]
-        cur.execute("BEGIN")
-        try:
+        with self.transaction() as cur:  # type: ignore[attr-defined]
             cur.execute(
                 "INSERT INTO reward_test_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -81,10 +79,6 @@ class RewardTestsMixin:
                         json.dumps(t.get("worst_examples") or [], default=str),
                     ],
                 )
-            cur.execute("COMMIT")
-        except Exception:
-            cur.execute("ROLLBACK")
-            raise
         return run_id
 
     def reward_test_runs(self, reward_version: str | None = None) -> list[dict]:

@@ -1,0 +1,56 @@
+"""Final: the held-out evaluation that closes a campaign: the test reward and the Best-of-N curve of the BC
+baseline and of the final policy, and why the campaign ended.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..worker import unit_seed
+from . import Unit, checkpoint_path, policy_after
+
+KIND = "final"
+
+
+def prepare(store, unit: Unit, cfg, run_dir: Path) -> dict:
+    final = policy_after(store, unit.cid, 10**6)
+    policies = {"base": checkpoint_path(store, unit.cid, "base")}
+    if final != "base":
+        policies[final] = checkpoint_path(store, unit.cid, final)
+    return {"policies": policies}
+
+
+def run(ctx) -> dict:
+    from ..evaluate import best_of_n, mean_reward
+    from ..models import load_policy
+
+    cfg, task = ctx.cfg, ctx.task
+    test = ctx.split("test", capped=True) or ctx.split("validation", capped=True)
+    split = "test" if ctx.task["inputs"].get("test") else "validation"
+    out: dict = {"split": split, "policies": {}}
+    for name, path in task["policies"].items():
+        policy = load_policy(path, cfg.policy.prompt_template)
+        ctx.progress(f"final eval {name}", 0, len(test))
+        m = mean_reward(policy, ctx.reward, test, cfg.grow.max_new_tokens, cfg.eval.batch_size).mean_reward
+        bon = best_of_n(
+            policy,
+            ctx.reward,
+            test,
+            cfg.eval.best_of_n,
+            cfg.grow.temperature,
+            cfg.grow.top_p,
+            cfg.grow.max_new_tokens,
+            cfg.eval.batch_size,
+            unit_seed(cfg.seed, "bon", name),
+        )
+        out["policies"][name] = {"mean_reward": m, "best_of_n": {str(n): v for n, v in bon.items()}}
+        ctx.progress(f"final eval {name}", len(test), len(test))
+    return out
+
+
+def record(store, unit: Unit, task: dict, result: dict) -> None:
+    result["stop_reason"] = unit.reason
+    for pol, r in result["policies"].items():
+        store.add_eval(unit.cid, unit.key, pol, result["split"], "mean_reward", r["mean_reward"])
+        for n, v in r["best_of_n"].items():
+            store.add_eval(unit.cid, unit.key, pol, result["split"], "best_of_n", v, int(n))
