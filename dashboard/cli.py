@@ -1,7 +1,8 @@
-"""`restgov dashboard` and `restgov users`: the dashboard's commands, added to engine/cli.py's parser.
+"""`restgov dashboard` and `restgov users`: the dashboard's commands, a `restgov.commands` entry point.
 
 `restgov dashboard` runs `streamlit run dashboard/app.py` in this process (exec), so the dashboard's server
-becomes the controller that owns the DuckDB file. Accounts are managed while it is stopped (or on its Users page).
+becomes the controller that owns the DuckDB file. Accounts are managed while it is stopped (or on its Users
+page).
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ import os
 import sys
 from pathlib import Path
 
+from engine.cli.common import add_db_argument, open_store
+
 APP = Path(__file__).resolve().parent / "app.py"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _default_db() -> str:
-    return os.environ.get("RESTGOV_DB", "data/restgov.duckdb")
 
 
 def streamlit_argv(db: str, port: int, address: str, local: bool) -> list[str]:
@@ -57,22 +56,14 @@ def cmd_dashboard(a: argparse.Namespace) -> int:
         )
     db = str(Path(a.db).resolve())
     print(
-        f"restgov dashboard on http://{address}:{a.port}  (db {db}{', local mode: no sign-in' if a.local else ''})",
+        f"restgov dashboard on http://{address}:{a.port}  "
+        f"(db {db}{', local mode: no sign-in' if a.local else ''})",
         flush=True,
     )
     env = os.environ | {"RESTGOV_DB": db, "RESTGOV_LOCAL": "1" if a.local else "0", "HF_HUB_OFFLINE": "1"}
     argv = streamlit_argv(db, a.port, address, a.local)
     os.execve(sys.executable, argv, env)
     return 0  # pragma: no cover
-
-
-def _store(db: str):
-    from engine.controller_service import open_store
-
-    try:
-        return open_store(db)
-    except RuntimeError as e:
-        sys.exit(f"error: {e}")
 
 
 def cmd_users_add(a: argparse.Namespace) -> int:
@@ -82,7 +73,7 @@ def cmd_users_add(a: argparse.Namespace) -> int:
         password = getpass.getpass(f"password for {a.name}: ")
         if password != getpass.getpass("again: "):
             sys.exit("error: the passwords differ")
-    store = _store(a.db)
+    store = open_store(a.db)
     try:
         store.add_user(a.name, a.role, password, actor="cli", replace=a.replace)
     except ValueError as e:
@@ -92,30 +83,28 @@ def cmd_users_add(a: argparse.Namespace) -> int:
 
 
 def cmd_users_list(a: argparse.Namespace) -> int:
-    for u in _store(a.db).users():
+    for u in open_store(a.db).users():
         print(f"{u['name']:<24} {u['role']:<10} {u['created_at']}{'  disabled' if u['disabled'] else ''}")
     return 0
 
 
 def cmd_users_remove(a: argparse.Namespace) -> int:
-    if not _store(a.db).remove_user(a.name, actor="cli"):
+    if not open_store(a.db).remove_user(a.name, actor="cli"):
         sys.exit(f"error: no user {a.name!r} in {a.db}")
     print(f"user {a.name} removed")
     return 0
 
 
-def add_parsers(sub) -> None:
+def register(sub) -> None:
     """Add `dashboard` and `users` to restgov's subcommands (sub = the parser's add_subparsers())."""
     from engine.store.users import ROLES
 
-    def db(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--db", default=_default_db(), help=f"DuckDB file (default {_default_db()}; env RESTGOV_DB)"
-        )
-
-    h = "Start the web dashboard: campaigns, reward distributions, rating, audit (it owns the database while it runs)."
+    h = (
+        "Start the web dashboard: campaigns, reward distributions, rating, audit "
+        "(it owns the database while it runs)."
+    )
     d = sub.add_parser("dashboard", help=h, description=h)
-    db(d)
+    add_db_argument(d)
     d.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     d.add_argument(
         "--address", help="address to listen on (default 127.0.0.1; 0.0.0.0 to serve a team, with sign-in)"
@@ -131,7 +120,7 @@ def add_parsers(sub) -> None:
     u = sub.add_parser("users", help=h, description=h)
     us = u.add_subparsers(dest="users_cmd", required=True, metavar="ACTION")
     add = us.add_parser("add", help="create an account (password asked twice, or read from stdin)")
-    db(add)
+    add_db_argument(add)
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=list(ROLES))
     add.add_argument(
@@ -142,18 +131,18 @@ def add_parsers(sub) -> None:
     )
     add.set_defaults(fn=cmd_users_add)
     ls = us.add_parser("list", help="list accounts and roles")
-    db(ls)
+    add_db_argument(ls)
     ls.set_defaults(fn=cmd_users_list)
     rm = us.add_parser("remove", help="delete an account and its sessions")
-    db(rm)
+    add_db_argument(rm)
     rm.add_argument("name")
     rm.set_defaults(fn=cmd_users_remove)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (`python -m dashboard.cli ...`) until engine/cli.py calls add_parsers."""
+    """`python -m dashboard.cli dashboard|users ...`: these commands without the rest of restgov's."""
     p = argparse.ArgumentParser(prog="restgov")
-    add_parsers(p.add_subparsers(dest="cmd", required=True, metavar="COMMAND"))
+    register(p.add_subparsers(dest="cmd", required=True, metavar="COMMAND"))
     a = p.parse_args(argv)
     return a.fn(a) or 0
 

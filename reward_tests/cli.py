@@ -10,9 +10,9 @@ import os
 import sys
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from engine.cli.common import DEFAULT_DB, add_db_argument
 
-DEFAULT_DB = os.environ.get("RESTGOV_DB", "data/restgov.duckdb")  # the same default as the engine's CLI
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HELP = "Unit-test a reward model: perturb good outputs and check the reward moves the right way."
 
 
@@ -43,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help="with --campaign, draw only samples the reward scored >= R (the ones a filter would keep)",
     )
-    d.add_argument(
-        "--db", help=f"DuckDB file to read --campaign from and record the run in (default {DEFAULT_DB})"
+    add_db_argument(
+        d, None, help=f"DuckDB file to read --campaign from and record the run in (default {DEFAULT_DB})"
     )
     d.add_argument(
         "--store", action="store_true", help="record the run in --db (implied by --db and --campaign)"
@@ -73,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add `reward-test` to the `restgov` subcommands; the handler is set as `fn`, returning the exit code."""
     p = subparsers.add_parser("reward-test", help=HELP, description=HELP)
     add_arguments(p)
@@ -108,10 +108,10 @@ def _reward(cfg):
 
 
 def _store(db: str):
-    from engine.store import Store
+    from engine.store import open_store
 
     try:
-        return Store(db)
+        return open_store(db)
     except RuntimeError as e:
         raise _InputError(str(e)) from e
 

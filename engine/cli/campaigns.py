@@ -1,7 +1,7 @@
-"""The `restgov` command line: run, resume, inspect and export ReST campaigns.
+"""`restgov demo|run|resume|status|export`: start, continue, inspect and export campaigns.
 
-Every command takes `--db PATH` (default data/restgov.duckdb). The process that runs a command owns
-the database for its duration; compute runs in worker subprocesses with progress bars here.
+The process that runs a command owns the database for its duration; compute runs in worker subprocesses
+with progress bars here.
 """
 
 from __future__ import annotations
@@ -11,19 +11,9 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-DEFAULT_DB = os.environ.get("RESTGOV_DB", "data/restgov.duckdb")
-
-
-def _open_store(db: str):
-    from .store import Store
-
-    try:
-        return Store(db)
-    except RuntimeError as e:
-        sys.exit(f"error: {e}")
+from .common import DEFAULT_DB, add_command, open_store
 
 
 class _Bars:
@@ -70,7 +60,7 @@ class _Bars:
 
 
 def _drive(store, cid: str, override_gates: tuple[str, ...] = (), actor: str = "cli") -> int:
-    from .campaign import Controller
+    from ..campaign import Controller
 
     bars = _Bars()
     ctl = Controller(store, on_event=bars)
@@ -95,7 +85,7 @@ def _print_table(store, cid: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .report import campaign_status
+    from ..report import campaign_status
 
     st = campaign_status(store, cid)
     t = Table(title=f"{st['id']}  mode={st['mode']}  state={st['state']}")
@@ -124,8 +114,8 @@ def _print_table(store, cid: str) -> None:
         con.print(f"{fin['split']} reward  {pol:<8} {v:.4f}   best-of-N  {bon}")
 
 
-def cmd_demo(a) -> int:
-    from .recipes import prepare
+def cmd_demo(a: argparse.Namespace) -> int:
+    from ..recipes import prepare
 
     cfg_path = prepare(a.recipe, Path(a.data_dir) / "recipes", small=a.small)
     print(f"recipe {a.recipe}: data and config in {cfg_path.parent}")
@@ -133,16 +123,16 @@ def cmd_demo(a) -> int:
     return cmd_run(a)
 
 
-def cmd_run(a) -> int:
-    from .campaign import new_campaign
-    from .config import ConfigError, load_config
-    from .data import DataError
+def cmd_run(a: argparse.Namespace) -> int:
+    from ..campaign import new_campaign
+    from ..config import ConfigError, load_config
+    from ..data import DataError
 
     try:
         cfg = load_config(a.config)
     except ConfigError as e:
         sys.exit(f"error in {a.config}: {e}")
-    store = _open_store(a.db)
+    store = open_store(a.db)
     try:
         cid = new_campaign(store, cfg, Path(a.db).resolve().parent / "runs")
     except DataError as e:
@@ -150,8 +140,8 @@ def cmd_run(a) -> int:
     return _drive(store, cid)
 
 
-def cmd_resume(a) -> int:
-    store = _open_store(a.db)
+def cmd_resume(a: argparse.Namespace) -> int:
+    store = open_store(a.db)
     row = store.campaign(a.id)
     if row is None:
         sys.exit(f"error: no campaign {a.id!r} in {a.db}; `restgov status --db {a.db}` lists them")
@@ -159,39 +149,10 @@ def cmd_resume(a) -> int:
     return _drive(store, a.id, tuple(a.override_gate), a.actor)
 
 
-def cmd_criteria(a) -> int:
-    import tomllib
+def cmd_status(a: argparse.Namespace) -> int:
+    from ..report import campaign_status
 
-    from .campaign import update_criteria
-    from .config import ConfigError
-
-    store = _open_store(a.db)
-    if store.campaign(a.id) is None:
-        sys.exit(f"error: no campaign {a.id!r} in {a.db}")
-    changes = {}
-    for item in a.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            sys.exit(f"error: --set {item!r}: use KEY=VALUE, e.g. stop.max_grow_steps=3")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw  # a bare word is a string
-        changes[key.strip()] = None if raw in ("", "none") else value
-    if changes:
-        try:
-            update_criteria(store, a.id, changes, a.actor)
-        except (ConfigError, ValueError) as e:
-            sys.exit(f"error: {e}")
-    cfg = store.campaign(a.id)["config"]
-    print(json.dumps({k: cfg.get(k, {}) for k in ("stop", "gates")}, indent=2))
-    return 0
-
-
-def cmd_status(a) -> int:
-    from .report import campaign_status
-
-    store = _open_store(a.db)
+    store = open_store(a.db)
     ids = [a.id] if a.id else [c["id"] for c in store.campaigns()]
     try:
         out = [campaign_status(store, i) for i in ids]
@@ -210,8 +171,8 @@ def cmd_status(a) -> int:
     return 0
 
 
-def cmd_export(a) -> int:
-    store = _open_store(a.db)
+def cmd_export(a: argparse.Namespace) -> int:
+    store = open_store(a.db)
     if store.campaign(a.id) is None:
         sys.exit(f"error: no campaign {a.id!r} in {a.db}")
     out = a.out or f"{a.id}-samples.{a.format}"
@@ -220,21 +181,11 @@ def cmd_export(a) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="restgov",
-        description="Run and govern ReST / ReST-EM campaigns: Grow samples, score them, Improve on the best, repeat.",
-        epilog="Campaign data live in a DuckDB file (--db); run artefacts (checkpoints, shards) beside it in runs/.",
-    )
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+def register(subparsers: Any, default_db: str = DEFAULT_DB) -> None:
+    """Add demo, run, resume, status and export to restgov's subcommands."""
 
     def add(name: str, help: str, fn) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
-        sp.add_argument(
-            "--db", default=DEFAULT_DB, help=f"DuckDB file (default {DEFAULT_DB}; env RESTGOV_DB)"
-        )
-        sp.set_defaults(fn=fn)
-        return sp
+        return add_command(subparsers, name, help, fn, default_db)
 
     d = add(
         "demo", "Generate an offline demo recipe and run it end to end (no network, no GPU needed).", cmd_demo
@@ -243,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         default="arith",
         choices=["arith", "toy-mt"],
-        help="arith: ReST-EM with a numeric verifier; toy-mt: ReST with the MiniLM learned reward (default arith)",
+        help="arith: ReST-EM with a numeric verifier; toy-mt: ReST with the MiniLM learned reward "
+        "(default arith)",
     )
     d.add_argument(
         "--small", action="store_true", help="a smaller budget (about a minute or two on 2 CPU cores)"
@@ -267,21 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument(
         "--actor", default=os.environ.get("USER", "cli"), help="who resumes (recorded in the event log)"
     )
-    c = add(
-        "criteria",
-        "Show or change a campaign's stopping criteria and gates; every change is logged.",
-        cmd_criteria,
-    )
-    c.add_argument("id", help="campaign id")
-    c.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="e.g. stop.max_grow_steps=3, stop.target_reward=0.9, gates.drift=true, gates.action=stop; "
-        "VALUE none removes an optional criterion",
-    )
-    c.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who makes the change (recorded)")
     s = add("status", "Show campaigns, or one campaign's per-step table.", cmd_status)
     s.add_argument("id", nargs="?", help="campaign id; omit to list all")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -291,26 +228,3 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["parquet", "jsonl"], default="parquet", help="output format (default parquet)"
     )
     e.add_argument("--out", help="output file (default ID-samples.FORMAT)")
-
-    from reward_tests.cli import add_parser as add_reward_test
-
-    from .governance_cli import add_parsers as add_governance_parsers
-    from .refresh_cli import add_parser as add_reward_refresh
-
-    add_reward_test(sub)
-    add_governance_parsers(sub, DEFAULT_DB)
-    add_reward_refresh(sub, DEFAULT_DB)
-
-    from dashboard.cli import add_parsers as add_dashboard_parsers  # restgov dashboard, restgov users
-
-    add_dashboard_parsers(sub)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.fn(args) or 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,20 +1,15 @@
-"""`restgov ratings create|stats` and `restgov drift`: human ratings and drift statistics from the terminal.
-
-`add_parsers(sub, default_db)` registers them on the main parser's subcommands (engine/cli.py).
-"""
+"""`restgov criteria|ratings|drift`: stopping criteria and gates, human ratings and drift statistics."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
+from typing import Any
 
-
-def _store(db: str):
-    from .cli import _open_store  # lazy: engine.cli imports this module while building its parser
-
-    return _open_store(db)
+from .common import DEFAULT_DB, add_command, add_db_argument, open_store
 
 
 def _campaign(store, cid: str) -> dict:
@@ -34,8 +29,37 @@ def _f(x, p: int = 3) -> str:
     )
 
 
-def cmd_ratings_create(a) -> int:
-    store = _store(a.db)
+def cmd_criteria(a: argparse.Namespace) -> int:
+    import tomllib
+
+    from ..campaign import update_criteria
+    from ..config import ConfigError
+
+    store = open_store(a.db)
+    if store.campaign(a.id) is None:
+        sys.exit(f"error: no campaign {a.id!r} in {a.db}")
+    changes = {}
+    for item in a.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            sys.exit(f"error: --set {item!r}: use KEY=VALUE, e.g. stop.max_grow_steps=3")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word is a string
+        changes[key.strip()] = None if raw in ("", "none") else value
+    if changes:
+        try:
+            update_criteria(store, a.id, changes, a.actor)
+        except (ConfigError, ValueError) as e:
+            sys.exit(f"error: {e}")
+    cfg = store.campaign(a.id)["config"]
+    print(json.dumps({k: cfg.get(k, {}) for k in ("stop", "gates")}, indent=2))
+    return 0
+
+
+def cmd_ratings_create(a: argparse.Namespace) -> int:
+    store = open_store(a.db)
     _campaign(store, a.id)
     try:
         out = store.create_rating_tasks(a.id, a.a, a.b, a.n, a.required, a.seed, a.batch)
@@ -45,15 +69,16 @@ def cmd_ratings_create(a) -> int:
         print(f"no new tasks: every source sampled by both {a.a} and {a.b} already has one")
         return 0
     print(
-        f"created {out['n_tasks']} rating tasks in batch {out['batch']} ({a.a} vs {a.b}, {a.required} ratings each)"
+        f"created {out['n_tasks']} rating tasks in batch {out['batch']} "
+        f"({a.a} vs {a.b}, {a.required} ratings each)"
     )
     return 0
 
 
-def cmd_ratings_stats(a) -> int:
-    from .ratings import rating_stats
+def cmd_ratings_stats(a: argparse.Namespace) -> int:
+    from ..ratings import rating_stats
 
-    store = _store(a.db)
+    store = open_store(a.db)
     _campaign(store, a.id)
     st = rating_stats(store, a.id, seed=a.seed)
     if a.json:
@@ -67,8 +92,10 @@ def cmd_ratings_stats(a) -> int:
     for r in st["pairs"]:
         b, o = r["baseline"], r["other"]
         print(
-            f"{o} vs {b}: mean {_f(r['mean'][o], 2)} vs {_f(r['mean'][b], 2)}, human eval diff {r['diff']:+.3f} "
-            f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}] ({r['confidence']:.0%} bootstrap, {r['n_tasks']} tasks); "
+            f"{o} vs {b}: mean {_f(r['mean'][o], 2)} vs {_f(r['mean'][b], 2)}, "
+            f"human eval diff {r['diff']:+.3f} "
+            f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}] "
+            f"({r['confidence']:.0%} bootstrap, {r['n_tasks']} tasks); "
             f"win/tie/loss {r['win']:.0%}/{r['tie']:.0%}/{r['loss']:.0%}; preferred: {r['preferred']}"
         )
     ag = st["agreement"]
@@ -88,7 +115,7 @@ def _policies(store, cid: str, grow: int, n: int):
     """Load the BC policy and the policy that sampled `grow` for the KL estimate (None, None without --kl)."""
     if not n:
         return None, None
-    from .models import load_policy
+    from ..models import load_policy
 
     row = _campaign(store, cid)
     paths = {c["policy"]: c["path"] for c in store.checkpoints(cid)}
@@ -103,10 +130,10 @@ def _policies(store, cid: str, grow: int, n: int):
     return load_policy(paths["base"], tmpl), load_policy(paths[pol], tmpl)
 
 
-def cmd_drift(a) -> int:
-    from .drift import DriftThresholds, drift_report, record_alarms, resolve_steps
+def cmd_drift(a: argparse.Namespace) -> int:
+    from ..drift import DriftThresholds, drift_report, record_alarms, resolve_steps
 
-    store = _store(a.db)
+    store = open_store(a.db)
     _campaign(store, a.id)
     try:
         ga, gb = resolve_steps(store, a.id, a.a, a.b)
@@ -128,16 +155,16 @@ def cmd_drift(a) -> int:
     for name in ("reward", "length"):
         s = rep[name]
         print(
-            f"{name:<7} mean {_f(s['mean_a'])} -> {_f(s['mean_b'])}  W1 {s['wasserstein']:.4g} = {_f(s['wasserstein_norm'])} "
+            f"{name:<7} mean {_f(s['mean_a'])} -> {_f(s['mean_b'])}  "
+            f"W1 {s['wasserstein']:.4g} = {_f(s['wasserstein_norm'])} "
             f"ref std  KS {s['ks_stat']:.3f} (p {s['ks_pvalue']:.3g}, {s['ks_n'][0]}+{s['ks_n'][1]} sampled)"
         )
     d = rep["diversity"]
     for m in ("distinct_1", "distinct_2", "unique_share"):
         print(f"{m:<13} {_f(d['a'][m])} -> {_f(d['b'][m])}")
     if rep["kl"]:
-        print(
-            f"KL from base  {rep['kl']['kl']:.3f} +/- {rep['kl']['stderr']:.3f} nats over {rep['kl']['n']} candidates"
-        )
+        kl = rep["kl"]
+        print(f"KL from base  {kl['kl']:.3f} +/- {kl['stderr']:.3f} nats over {kl['n']} candidates")
     for c in rep["human"]:
         print(f"grow {c['grow']}: reward vs human Spearman {_f(c['spearman_rho'])} over {c['n']} rated texts")
     for al in rep["alarms"]:
@@ -150,20 +177,34 @@ def cmd_drift(a) -> int:
     return 1 if rep["alarms"] else 0
 
 
-def add_parsers(sub, default_db: str) -> None:
-    """Register `ratings` (create, stats) and `drift` on the main parser's subcommands."""
+def register(subparsers: Any, default_db: str = DEFAULT_DB) -> None:
+    """Add `criteria`, `ratings` (create, stats) and `drift` to restgov's subcommands."""
+    c = add_command(
+        subparsers,
+        "criteria",
+        "Show or change a campaign's stopping criteria and gates; every change is logged.",
+        cmd_criteria,
+        default_db,
+    )
+    c.add_argument("id", help="campaign id")
+    c.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e.g. stop.max_grow_steps=3, stop.target_reward=0.9, gates.drift=true, gates.action=stop; "
+        "VALUE none removes an optional criterion",
+    )
+    c.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who makes the change (recorded)")
 
-    def db(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", default=default_db, help=f"DuckDB file (default {default_db}; env RESTGOV_DB)")
-
-    r = sub.add_parser(
+    r = subparsers.add_parser(
         "ratings",
         help="Human side-by-side ratings: build tasks, show statistics.",
         description="Human side-by-side ratings (0..6 per candidate, the paper's protocol).",
     )
     rsub = r.add_subparsers(dest="ratings_cmd", required=True, metavar="ACTION")
     c = rsub.add_parser("create", help="Build rating tasks from two policies' samples of the same sources.")
-    db(c)
+    add_db_argument(c, default_db)
     c.add_argument("id", help="campaign id")
     c.add_argument(
         "--a", required=True, help='baseline policy: a checkpoint id ("base", "g1-i2") or "reference"'
@@ -182,19 +223,19 @@ def add_parsers(sub, default_db: str) -> None:
     s = rsub.add_parser(
         "stats", help="Human eval diff with a bootstrap CI, Krippendorff's alpha, reward-human correlation."
     )
-    db(s)
+    add_db_argument(s, default_db)
     s.add_argument("id", help="campaign id")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(fn=cmd_ratings_stats)
 
-    d = sub.add_parser(
+    d = subparsers.add_parser(
         "drift",
         help="Drift between two Grow steps; exits 1 when an alarm fires.",
         description="Reward and length shift, diversity, KL from base and reward-human correlation "
         "between Grow a and Grow b. Exits 1 when an alarm fires.",
     )
-    db(d)
+    add_db_argument(d, default_db)
     d.add_argument("id", help="campaign id")
     d.add_argument(
         "--a",

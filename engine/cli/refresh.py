@@ -10,6 +10,8 @@ import os
 import sys
 from typing import Any
 
+from .common import DEFAULT_DB, add_db_argument, open_store
+
 HELP = (
     "Refresh a campaign's learned reward (kind minilm) from its human ratings and switch the campaign to it; "
     "exits 1 if the new version fails its unit tests."
@@ -25,17 +27,20 @@ def _print(res: dict) -> None:
     print(f"new head: {res['path']}")
     no_ref = f", {res['n_without_reference']} without a reference" if res["n_without_reference"] else ""
     print(
-        f"rated pairs: {res['n_pairs']} from {res['n_rated_tasks']} rated tasks ({res['n_ties_dropped']} ties dropped"
-        f"{no_ref}); "
-        f"{res['n_train']} trained on, {res['n_heldout']} held out; anchored on {res['n_anchor']} unrated samples"
+        f"rated pairs: {res['n_pairs']} from {res['n_rated_tasks']} rated tasks "
+        f"({res['n_ties_dropped']} ties dropped{no_ref}); "
+        f"{res['n_train']} trained on, {res['n_heldout']} held out; "
+        f"anchored on {res['n_anchor']} unrated samples"
     )
     print(f"pairwise accuracy (rated pairs): {_f(res['accuracy_before'])} -> {_f(res['accuracy_after'])}")
     if res["n_heldout"]:
         print(
-            f"pairwise accuracy (held out):    {_f(res['heldout_accuracy_before'])} -> {_f(res['heldout_accuracy_after'])}"
+            "pairwise accuracy (held out):    "
+            f"{_f(res['heldout_accuracy_before'])} -> {_f(res['heldout_accuracy_after'])}"
         )
     print(
-        f"mean reward change: {_f(res['mean_abs_shift'])} on rated texts, {_f(res['anchor_mean_abs_shift'])} on anchors"
+        f"mean reward change: {_f(res['mean_abs_shift'])} on rated texts, "
+        f"{_f(res['anchor_mean_abs_shift'])} on anchors"
     )
     ut, parent = res["unit_tests"], res["parent_unit_tests"]
     if ut is None:
@@ -58,16 +63,15 @@ def _print(res: dict) -> None:
 
 
 def cmd_reward_refresh(a: argparse.Namespace) -> int:
-    from .cli import _open_store  # lazy: engine.cli imports this module while building its parser
-    from .rewards import RewardError
-    from .rewards.refresh import refresh_campaign_reward
+    from ..rewards import RewardError
+    from ..rewards.refresh import refresh_campaign_reward
 
     train: dict[str, Any] = {
         k: v
         for k, v in (("epochs", a.epochs), ("lr", a.lr), ("anchor_weight", a.anchor_weight))
         if v is not None
     }
-    store = _open_store(a.db)
+    store = open_store(a.db)
     try:
         if store.campaign(a.id) is None:
             print(
@@ -97,9 +101,9 @@ def cmd_reward_refresh(a: argparse.Namespace) -> int:
     return 1 if res["unit_tests"] and res["unit_tests"]["verdict"] == "fail" else 0
 
 
-def add_parser(sub: Any, default_db: str) -> argparse.ArgumentParser:
-    """Register `reward-refresh` on the main parser's subcommands (engine/cli.py)."""
-    p = sub.add_parser(
+def register(subparsers: Any, default_db: str = DEFAULT_DB) -> argparse.ArgumentParser:
+    """Add `reward-refresh` to restgov's subcommands."""
+    p = subparsers.add_parser(
         "reward-refresh",
         help=HELP,
         description=HELP + " The new head is registered in "
@@ -110,7 +114,7 @@ def add_parser(sub: Any, default_db: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--out", help="directory for the new head (default RUN_DIR/reward_heads/refresh-TIMESTAMP)"
     )
-    p.add_argument("--db", default=default_db, help=f"DuckDB file (default {default_db}; env RESTGOV_DB)")
+    add_db_argument(p, default_db)
     p.add_argument(
         "--actor", default=os.environ.get("USER", "cli"), help="who refreshed it (recorded; default $USER)"
     )

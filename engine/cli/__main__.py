@@ -1,0 +1,7 @@
+"""`python -m engine.cli ARGS`: the `restgov` console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

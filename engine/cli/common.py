@@ -1,0 +1,44 @@
+"""What every `restgov` command shares: the default database, the `--db` option and opening the store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+DEFAULT_DB = os.environ.get("RESTGOV_DB", "data/restgov.duckdb")
+
+
+def add_db_argument(
+    parser: Any, default: str | None = DEFAULT_DB, help: str | None = None
+) -> argparse.Action:
+    """Add `--db PATH` to a parser (or an argument group); `default` None leaves it unset unless given."""
+    if help is None:
+        help = f"DuckDB file (default {default}; env RESTGOV_DB)"
+    return parser.add_argument("--db", default=default, help=help)
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    help: str,
+    fn: Callable[[argparse.Namespace], int],
+    default_db: str = DEFAULT_DB,
+) -> argparse.ArgumentParser:
+    """A subcommand whose description is its help line, with `--db` first and `fn` as its handler."""
+    p = subparsers.add_parser(name, help=help, description=help)
+    add_db_argument(p, default_db)
+    p.set_defaults(fn=fn)
+    return p
+
+
+def open_store(db: str):
+    """The store at `db`, or exit with a one-line `error: ...` (e.g. when another process holds the file)."""
+    from engine.store import open_store as _open
+
+    try:
+        return _open(db)
+    except RuntimeError as e:
+        sys.exit(f"error: {e}")
