@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     db = prepare(a.rows, Path(a.out))
     os.environ["RESTGOV_DB"] = str(db)
-    from dashboard import auth  # noqa: E402  (after RESTGOV_DB: the page reads it)
+    from dashboard import service  # noqa: E402  (after RESTGOV_DB: the page reads it)
 
-    store = auth._service(str(db)).store
+    store = service._service(str(db)).store
     if store.campaign(CID) is None:  # bench_store.py writes samples only; the pages need the campaign row
         cfg = config_to_dict(
             CampaignConfig(name="bench", data=DataConfig(train="train.jsonl", validation="val.jsonl"))
