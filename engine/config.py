@@ -405,7 +405,16 @@ class ImproveConfig:
         "on D_eval improves'.",
     )
 
+    on_empty: str = doc(
+        "skip",
+        "What an Improve step whose filter keeps nothing does: skip (record it and go on with the next "
+        "step; the policy stays as it was) or stop (end the campaign with that reason). skip: a threshold "
+        "above every reward of one Grow is no reason to lose the campaign.",
+        choices=("skip", "stop"),
+    )
+
     def __post_init__(self) -> None:
+        _check(self.on_empty in ("skip", "stop"), "improve.on_empty", self.on_empty, "'skip' or 'stop'")
         _check(self.rule in FILTER_RULES, "improve.rule", self.rule, f"one of {list(FILTER_RULES)}")
         _check(len(self.thresholds) > 0, "improve.thresholds", self.thresholds, "must not be empty")
         _increasing("improve.thresholds", self.thresholds)
@@ -527,8 +536,46 @@ class StopConfig:
 
 
 @dataclass
+class AuditMetric:
+    """An independent metric scored beside the reward and never optimised: the campaign's check on it."""
+
+    name: str = doc("", "Shown in status, charts and gate messages. Empty: the kind (e.g. chrf).")
+    kind: str = doc(
+        "chrf",
+        "Any reward provider: chrf, exact_match, numeric, callable, hf or minilm (a second reward model). "
+        "chrf against the references is the demos' audit of translation quality.",
+        choices=REWARD_KINDS,
+    )
+    path: str | None = doc(None, "hf / minilm: the model directory, as for [reward].")
+    function: str | None = doc(None, "callable: 'module:function', as for [reward].")
+    batch_size: int = doc(64, "Candidates per call, as for [reward].")
+
+    def __post_init__(self) -> None:
+        _check(self.kind in REWARD_KINDS, "audit.kind", self.kind, f"one of {list(REWARD_KINDS)}")
+        if self.kind in ("hf", "minilm"):
+            _check(
+                bool(self.path), "audit.path", self.path, f"a model directory is required for {self.kind!r}"
+            )
+        if self.kind == "callable":
+            _check(
+                bool(self.function) and ":" in str(self.function),
+                "audit.function",
+                self.function,
+                "'module:function' is required for kind 'callable'",
+            )
+        _check(self.batch_size > 0, "audit.batch_size", self.batch_size, "must be > 0")
+        self.name = self.name or self.kind
+
+    def reward_config(self) -> RewardConfig:
+        return RewardConfig(
+            kind=self.kind, path=self.path, function=self.function, batch_size=self.batch_size
+        )
+
+
+@dataclass
 class GatesConfig:
-    """Governance gates, checked before each Grow; a failing gate pauses (or stops) the campaign."""
+    """Governance gates, checked after each Grow is scored (before any Improve trains on it), before each
+    Grow, and before the final policy is accepted; a failing gate pauses (or stops) the campaign."""
 
     action: str = doc(
         "pause",
@@ -571,8 +618,50 @@ class GatesConfig:
         "set: not checked.",
     )
 
+    audit: bool = doc(
+        True,
+        "The audit-metric gate, after each Grow is scored and before anything trains on it: it fails when "
+        "the reward rises while an audit metric ([[audit]]) falls by more than audit_tolerance, against "
+        "the BC baseline or the previous step. On: it costs nothing beyond scoring the audit metrics, and "
+        "it does nothing when the config names none.",
+    )
+    audit_tolerance: float = doc(
+        0.02,
+        "How far an audit metric may fall (on its own scale, e.g. chrF in [0, 1]) while the reward rises "
+        "before the audit gate fails. 0.02 is two chrF points: above the noise of a few hundred "
+        "validation sources, below the paper's PPO case where BLEU fell about 8 points.",
+    )
+    drift_length_ratio: float = doc(
+        1.3,
+        "Drift gate: mean generated length of the latest Grow over the BC Grow above this (or below its "
+        "inverse) is an alarm. 1.3: ReST's filter alone moved lengths by a few percent in the demos; "
+        "length is the best-documented exploit of learned rewards.",
+    )
+    drift_kl_budget: float | None = doc(
+        None,
+        "Drift gate: KL(latest policy || BC policy) per sample, in nats, estimated on Grow samples, above "
+        "this is an alarm. Not set: reported, not gated, since its scale grows with output length.",
+    )
+    human_tasks: int = doc(
+        50,
+        "Rating tasks the human gate builds by itself from the validation outputs of the latest checkpoint "
+        "and the BC policy on the same sources (the paper's side-by-side protocol). 50 sources leave room "
+        "for the min_ratings asked of a few annotators.",
+    )
+
     def __post_init__(self) -> None:
         _check(self.action in ("pause", "stop"), "gates.action", self.action, "'pause' or 'stop'")
+        _check(self.audit_tolerance >= 0, "gates.audit_tolerance", self.audit_tolerance, "must be >= 0")
+        _check(
+            self.drift_length_ratio > 1, "gates.drift_length_ratio", self.drift_length_ratio, "must be > 1"
+        )
+        _check(
+            self.drift_kl_budget is None or self.drift_kl_budget > 0,
+            "gates.drift_kl_budget",
+            self.drift_kl_budget,
+            "must be > 0",
+        )
+        _check(self.human_tasks > 0, "gates.human_tasks", self.human_tasks, "must be > 0")
         _check(
             0 <= self.reward_tests_min_pass_rate <= 1,
             "gates.reward_tests_min_pass_rate",
@@ -633,6 +722,11 @@ class CampaignConfig:
         "recorded. Editable while a campaign runs (`restgov criteria`, dashboard).",
         factory=StopConfig,
     )
+    audit: list[AuditMetric] = doc(
+        help="[[audit]] tables: metrics scored on every Grow sample and every checkpoint's validation (and "
+        "test) outputs beside the reward, never trained on. Empty: no audit metric, the audit gate idles.",
+        factory=list,
+    )
     gates: GatesConfig = doc(
         help="Governance gates, also checked before every Grow; a failing gate pauses (or stops) the "
         "campaign until it passes or an operator overrides it once.",
@@ -642,6 +736,8 @@ class CampaignConfig:
     def __post_init__(self) -> None:
         _check(self.mode in ("rest", "rest-em"), "mode", self.mode, "'rest' or 'rest-em'")
         _check(bool(self.name.strip()), "name", self.name, "must not be empty")
+        names = [a.name for a in self.audit]
+        _check(len(set(names)) == len(names), "audit", names, "audit metric names must be unique")
 
 
 # ReST-EM: binary reward kept at 1, one Improve per Grow, every Improve restarts from the base policy,
@@ -732,6 +828,8 @@ def _resolve_paths(cfg: CampaignConfig, base: Path) -> None:
     )
     cfg.policy.path = res(cfg.policy.path)
     cfg.reward.path = res(cfg.reward.path)
+    for a in cfg.audit:
+        a.path = res(a.path)
 
 
 def load_config(path: str | Path) -> CampaignConfig:

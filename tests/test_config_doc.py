@@ -103,6 +103,11 @@ def _config_with(dotted: str, value: object) -> CampaignConfig:
     if dotted == "reward.kind" and value == "callable":
         raw["reward"] = {"function": "m:f"}
     *tables, key = dotted.split(".")
+    if tables == ["audit"]:  # an array of tables: one [[audit]] entry
+        entry = {"path": "model"} if value in ("hf", "minilm") else {}
+        entry |= {"function": "m:f"} if value == "callable" else {}
+        raw["audit"] = [entry | {key: value}]
+        return config_from_dict(raw)
     node = raw
     for t in tables:
         node = node.setdefault(t, {})
