@@ -21,12 +21,11 @@ class GateResult:
 
 
 def reward_version(cfg: CampaignConfig) -> str:
-    """The content hash of the configured reward, without loading model weights."""
-    from .rewards import hash_dir, load_reward
+    """The content hash of the configured reward, without loading model weights; a callable's module is
+    imported only when its function's source cannot be read from the file."""
+    from .rewards import reward_version as version
 
-    if cfg.reward.kind in ("hf", "minilm"):
-        return hash_dir(cfg.reward.path)
-    return load_reward(cfg.reward).version
+    return version(cfg.reward)
 
 
 def reward_tests_gate(store, cfg: CampaignConfig, version: str) -> GateResult | None:

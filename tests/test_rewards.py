@@ -120,6 +120,31 @@ def test_callable_two_and_three_args(reward_module):
     assert r.version != r3.version and len(r.version) == 16
 
 
+def test_reward_version_reads_a_callable_without_importing_it(tmp_path, reward_module, monkeypatch):
+    import sys
+
+    from engine.rewards import reward_version
+
+    cfgs = [
+        RewardConfig(kind="callable", function=f"{reward_module}:{fn}")
+        for fn in ("length_reward", "with_refs")
+    ]
+    read = [reward_version(cfg, import_code=False) for cfg in cfgs]
+    assert None not in read and reward_module not in sys.modules
+    assert read == [load_reward(cfg).version for cfg in cfgs]
+    # A function the file does not define with a plain top-level def is known only by importing it.
+    (tmp_path / "wrapped_reward.py").write_text(
+        "import functools\n\n\n@functools.lru_cache\ndef make():\n    return lambda s, c: [0.0] * len(c)\n\n\n"
+        "score = make()\n"
+    )
+    monkeypatch.delitem(sys.modules, "wrapped_reward", raising=False)
+    cfg = RewardConfig(kind="callable", function="wrapped_reward:score")
+    assert reward_version(cfg, import_code=False) is None and "wrapped_reward" not in sys.modules
+    assert reward_version(cfg) == load_reward(cfg).version
+    for kind in ("exact_match", "numeric", "chrf"):
+        assert reward_version(RewardConfig(kind=kind)) == load_reward(RewardConfig(kind=kind)).version
+
+
 @pytest.mark.parametrize(
     "spec, match",
     [

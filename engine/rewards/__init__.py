@@ -26,6 +26,7 @@ __all__ = [
     "hash_source",
     "load_reward",
     "numeric_match",
+    "reward_version",
 ]
 
 
@@ -56,3 +57,26 @@ def load_reward(cfg: RewardConfig, device: str | None = None) -> RewardModel:
 
         return MiniLMReward(cfg.path, cfg.batch_size, device)
     raise RewardError(f"unknown reward kind {kind!r}")
+
+
+def reward_version(cfg: RewardConfig, import_code: bool = True) -> str | None:
+    """The version `load_reward(cfg).version` has, without loading model weights or, where the code can be
+    read instead, importing user code: hf and minilm hash their directory, the verifiers their own scoring
+    code, and a callable the source of its function as read from its module's file (`source_version`).
+
+    A callable whose function cannot be found that way is imported to learn it when `import_code` is set;
+    otherwise its version is None (known once a worker has loaded it).
+    """
+    if cfg.kind in ("hf", "minilm"):
+        if not cfg.path:
+            raise RewardError(f"reward kind {cfg.kind!r} needs reward.path (a model directory)")
+        return hash_dir(cfg.path)
+    if cfg.kind == "callable":
+        from .callable import source_version
+
+        if not cfg.function:
+            raise RewardError("reward kind 'callable' needs reward.function = 'module:function'")
+        version = source_version(cfg.function)
+        if version is not None or not import_code:
+            return version
+    return load_reward(cfg).version
