@@ -1,10 +1,12 @@
-"""Reward unit tests run from the Reward tests page: in a background thread of the server, never in the page.
+"""Reward unit tests run from the Reward tests page: each run is a worker process, watched from a background
+thread of the server, never from the page.
 
-A job loads the campaign's reward (its config's [reward] table, as the campaign scores with it), draws the
-reference set (the campaign's validation references from its run directory, or N samples of its latest Grow
-step from the store), runs reward_tests.runner.run_suite and records the run with store.save_reward_test_run
-(plus the reward version in reward_models and a "reward_tests" event naming who ran it). The page polls
-`jobs()` from an st.fragment. Plain Python: no Streamlit here, so tests can drive it directly.
+A job draws the reference set (the campaign's validation references from its run directory, or N samples of
+its latest Grow step from the store), then hands it to engine.steps.reward_tests.run_outside_campaign: the
+campaign's reward is loaded and the suite run in a worker under `<run_dir>/steps/reward-tests-<job id>`, so
+a reward model that crashes or runs out of memory ends that worker, not the dashboard. The run is stored
+with its reward version and a "reward_tests" event naming who ran it. The page polls `jobs()` from an
+st.fragment. Plain Python: no Streamlit here, so tests can drive it directly.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import uuid
 from pathlib import Path
 
 from engine.config import RewardConfig, config_from_dict
+from engine.steps.reward_tests import campaign_settings, run_outside_campaign, validation_pairs
+from reward_tests.suite import for_reward
 
 REFERENCE_SETS = {
     "validation": "Validation references of the campaign (the good outputs the reward-tests gate uses)",
@@ -32,16 +36,7 @@ def campaign_config(store, cid: str):
 
 def test_names(reward: RewardConfig) -> list[str]:
     """The suite the campaign's gate would run: the default tests plus the reward config's own."""
-    return [t.name for t in suite(reward)]
-
-
-def suite(reward: RewardConfig, skip: list[str] | tuple[str, ...] = ()) -> list:
-    from reward_tests.suite import default_suite, load_user_tests, merge, select
-
-    tests = default_suite()
-    for spec in reward.tests:
-        tests = merge(tests, load_user_tests(spec))
-    return select(tests, skip=[s for s in skip if s in {t.name for t in tests}])
+    return [t.name for t in for_reward(reward)]
 
 
 def reference_pairs(
@@ -50,18 +45,17 @@ def reference_pairs(
     """(id, source, candidate, reference) pairs: the first `n` validation references (the candidates are the
     references themselves, as the gate does), or `n` seeded samples of the latest Grow step."""
     if kind == "validation":
-        from engine.worker import read_examples
-
-        path = Path(store.campaign(cid)["run_dir"]) / "inputs" / "validation.parquet"
-        if not path.is_file():
-            raise ValueError(f"campaign {cid} has no validation split ({path} is missing)")
-        return [(e.id, e.source, e.reference, e.reference) for e in read_examples(path)[:n] if e.reference]
+        run_dir = Path(store.campaign(cid)["run_dir"])
+        pairs = validation_pairs(run_dir, n)
+        if not pairs:
+            path = run_dir / "inputs" / "validation.parquet"
+            raise ValueError(f"campaign {cid} has no validation references ({path} is missing or empty)")
+        return pairs
     if kind == "samples":
         pairs = store.reward_test_pairs(cid, n, seed, min_reward)
         if not pairs:
-            raise ValueError(
-                f"campaign {cid} has no generated samples{'' if min_reward is None else f' with reward >= {min_reward}'} yet"
-            )
+            floor = "" if min_reward is None else f" with reward >= {min_reward}"
+            raise ValueError(f"campaign {cid} has no generated samples{floor} yet")
         return pairs
     raise ValueError(f"reference set {kind!r}: one of {list(REFERENCE_SETS)}")
 
@@ -84,8 +78,10 @@ class RewardTestJobs:
         skip: list[str] | tuple[str, ...] = (),
         min_reward: float | None = None,
         tol_scale: float = 1.0,
+        only: list[str] | tuple[str, ...] = (),
     ) -> str:
-        """Start a run in a background thread and return its job id (ValueError if this campaign has one running)."""
+        """Start a run in a background thread and return its job id (ValueError if this campaign has one
+        running)."""
         if kind not in REFERENCE_SETS:
             raise ValueError(f"reference set {kind!r}: one of {list(REFERENCE_SETS)}")
         with self._lock:
@@ -103,10 +99,11 @@ class RewardTestJobs:
                 "verdict": None,
                 "failed": [],
                 "error": None,
+                "step_dir": None,
                 "t0": time.time(),
                 "t1": None,
             }
-        args = (job, cid, kind, int(n), actor, seed, tuple(skip), min_reward, tol_scale)
+        args = (job, cid, kind, int(n), actor, seed, tuple(skip), tuple(only), min_reward, tol_scale)
         threading.Thread(target=self._work, args=args, name=f"reward-tests-{cid}", daemon=True).start()
         return job
 
@@ -114,54 +111,63 @@ class RewardTestJobs:
         with self._lock:
             self._jobs[job].update(kw)
 
-    def _work(self, job, cid, kind, n, actor, seed, skip, min_reward, tol_scale) -> None:
+    def _work(self, job, cid, kind, n, actor, seed, skip, only, min_reward, tol_scale) -> None:
         try:
-            from engine.rewards import load_reward
-            from reward_tests.report import to_dict
-            from reward_tests.runner import run_suite
-
-            cfg, _ = campaign_config(self.store, cid)
+            cfg, row = campaign_config(self.store, cid)
             self._set(job, status="drawing the reference set")
             pairs = reference_pairs(self.store, cid, kind, n, seed, min_reward)
-            self._set(job, status=f"loading the reward ({cfg.reward.kind})")
-            reward = load_reward(cfg.reward)
-            self._set(job, status=f"scoring {len(pairs)} pairs and their perturbations")
-            report = run_suite(
-                reward,
-                pairs,
-                suite(cfg.reward, skip),
-                seed=seed,
-                tol_scale=tol_scale,
-                min_pass_rate=cfg.gates.reward_tests_min_pass_rate,
-            )
-            report.config |= {
-                "reward": {"kind": cfg.reward.kind, "path": cfg.reward.path, "function": cfg.reward.function},
-                "campaign": cid,
-                "reference_set": kind,
-                "skip": list(skip),
-                "actor": actor,
+            step_dir = Path(row["run_dir"]) / "steps" / f"reward-tests-{job}"
+            settings = campaign_settings(cfg) | {
+                "skip": sorted(skip),
+                "only": sorted(only),
+                "tol_scale": float(tol_scale),
+                "seed": int(seed),
             }
-            d = to_dict(report)
-            self.store.add_reward_model(
-                report.reward_version or "",
-                report.reward_name,
-                cfg.reward.kind,
-                cfg.reward.path or cfg.reward.function,
+            self._set(
+                job,
+                status=f"starting a worker for the reward ({cfg.reward.kind}) on {len(pairs)} pairs",
+                step_dir=str(step_dir),
             )
-            run_id = self.store.save_reward_test_run(d)
-            self.store.add_event(
-                cid,
-                "reward_tests",
-                f"reward {report.reward_version}: {report.verdict} "
-                f"({len(pairs)} {kind} pairs, run from the dashboard)",
-                {"run_id": run_id, "failed": d["failed"]},
+            report = run_outside_campaign(
+                self.store,
+                cfg,
+                pairs,
+                step_dir,
+                settings=settings,
+                cid=cid,
                 actor=actor,
+                report_extra={
+                    "reward": {
+                        "kind": cfg.reward.kind,
+                        "path": cfg.reward.path,
+                        "function": cfg.reward.function,
+                    },
+                    "campaign": cid,
+                    "reference_set": kind,
+                    "actor": actor,
+                },
+                on_event=lambda ev: self._on_event(job, cfg.reward.kind, len(pairs), ev),
             )
             self._set(
-                job, status="done", run_id=run_id, verdict=report.verdict, failed=d["failed"], t1=time.time()
+                job,
+                status="done",
+                run_id=report["run_id"],
+                verdict=report["verdict"],
+                failed=report["failed"],
+                t1=time.time(),
             )
-        except Exception as e:  # shown on the page
+        except Exception as e:  # shown on the page; a worker's failure names its error
             self._set(job, status="failed", error=f"{type(e).__name__}: {e}", t1=time.time())
+
+    def _on_event(self, job: str, reward_kind: str, n_pairs: int, ev: dict) -> None:
+        if ev["kind"] == "start":
+            self._set(job, status=f"worker {ev.get('pid')} started")
+        elif ev["kind"] == "progress" and ev.get("done", 0) < ev.get("total", 1):
+            self._set(
+                job,
+                status=f"worker: loading the {reward_kind} reward, scoring {n_pairs} pairs and their "
+                "perturbations",
+            )
 
     def jobs(self, cid: str | None = None) -> list[dict]:
         with self._lock:

@@ -1,7 +1,7 @@
 """The Reward tests page's parts: the operators' run form, the polled job status, and one run's results.
 
-Runs happen in dashboard.reward_jobs (a background thread of the server); the page polls with an st.fragment
-and redraws itself once when the run ends, with the new run selected.
+Runs happen in dashboard.reward_jobs (a worker process, watched from a background thread of the server); the
+page polls with an st.fragment and redraws itself once when the run ends, with the new run selected.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ def jobs() -> RewardTestJobs:
 
 
 @st.cache_data(ttl=600, show_spinner="Reading the campaign's reward ...")
-def reward_version(cid: str, config_json: str) -> str:
-    """The content hash of the campaign's reward (what the gate and the runs are keyed by)."""
-    from engine.gates import reward_version as version
+def reward_version(cid: str, config_json: str) -> str | None:
+    """The content hash of the campaign's reward (what the gate and the runs are keyed by), computed without
+    importing user code in the server: None for a callable whose function cannot be read from its file."""
+    from engine.rewards import reward_version as version
 
-    return version(campaign_config(service().store, cid)[0])
+    return version(campaign_config(service().store, cid)[0].reward, import_code=False)
 
 
 def run_form(store, cid: str, user: dict) -> None:

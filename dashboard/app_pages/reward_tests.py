@@ -1,5 +1,5 @@
 """Reward tests (operator, auditor): unit tests of reward models (repetition, permutation, filler, ...) per
-reward-model version. Operators run the suite on a campaign's reward in the background (dashboard/reward_jobs.py);
+reward-model version. Operators run the suite on a campaign's reward in a worker (dashboard/reward_jobs.py);
 everyone here reads the pass/fail table with the worst examples and the history across versions.
 """
 
@@ -20,15 +20,21 @@ if cid:
     version = reward_panel.reward_version(
         cid, json.dumps(store.campaign(cid)["config"]["reward"], sort_keys=True)
     )
-    latest = store.latest_reward_test_run(version)
-    st.caption(
-        f"This campaign's reward version `{version}`: "
-        + (
-            f"latest run **{latest['verdict']}** ({latest['created_at']:%Y-%m-%d %H:%M})"
-            if latest
-            else "never tested"
+    latest = store.latest_reward_test_run(version) if version else None
+    if version is None:
+        st.caption(
+            "This campaign's reward is code whose version is known once a worker has loaded it: "
+            "see the history below."
         )
-    )
+    else:
+        st.caption(
+            f"This campaign's reward version `{version}`: "
+            + (
+                f"latest run **{latest['verdict']}** ({latest['created_at']:%Y-%m-%d %H:%M})"
+                if latest
+                else "never tested"
+            )
+        )
     if user["role"] == "operator":
         with st.expander(
             "Run the suite on this campaign's reward", expanded=latest is None, icon=":material/play_circle:"
