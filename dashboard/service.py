@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from engine.cli.common import DEFAULT_DB, add_db_argument
 from engine.controller_service import ControllerService
 
 
@@ -25,10 +26,10 @@ class Settings:
 def settings() -> Settings:
     """`streamlit run dashboard/app.py -- --db PATH --local`, or env RESTGOV_DB / RESTGOV_LOCAL=1."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--db")
+    add_db_argument(p, None)
     p.add_argument("--local", action="store_true")
     a, _ = p.parse_known_args(sys.argv[1:])
-    db = a.db or os.environ.get("RESTGOV_DB", "data/restgov.duckdb")
+    db = a.db or os.environ.get("RESTGOV_DB", DEFAULT_DB)  # read now: the environment may be set after import
     local = a.local or os.environ.get("RESTGOV_LOCAL", "") in ("1", "true", "yes")
     return Settings(db=db, local=local)
 

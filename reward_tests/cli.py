@@ -138,16 +138,13 @@ def _pairs(a: argparse.Namespace, store) -> list[tuple[str, str, str, str | None
 
 
 def _tests(a: argparse.Namespace, cfg):
-    from .suite import TestDiscoveryError, default_suite, load_user_tests, merge, select
+    """The reward's suite (its config's own tests, then --tests), narrowed by --only / --skip; an unknown
+    test name is an input error."""
+    from .suite import TestDiscoveryError, for_reward
 
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
-    # A `tests` field on the reward config (module or path, or a list) is honoured once the config has one.
-    from_cfg = getattr(cfg, "tests", None) or []
     try:
-        tests = default_suite()
-        for spec in [*([from_cfg] if isinstance(from_cfg, str) else from_cfg), *a.tests]:
-            tests = merge(tests, load_user_tests(spec))
-        return select(tests, split(a.only), split(a.skip))
+        return for_reward(cfg, extra=a.tests, only=split(a.only), skip=split(a.skip))
     except TestDiscoveryError as e:
         raise _InputError(str(e)) from e
 
