@@ -107,13 +107,12 @@ def grow_best_of_n(cid: str, grow: int, ns: tuple[int, ...], stamp: tuple) -> li
 
 
 def needs(*apis: str) -> None:
-    """Stop the page with a clear message when the governance module is not wired into the store yet."""
+    """Stop the page with a clear message when the store lacks one of the methods `apis` it calls."""
     store = service().store
     missing = [a for a in apis if not hasattr(store, a)]
     if missing:
         st.info(
-            "This page needs the governance module (reward tests, ratings, drift), which this store does not "
-            f"provide yet (missing: {', '.join(missing)}).",
+            "This page needs store methods this store does not have (missing: " + ", ".join(missing) + ").",
             icon=":material/construction:",
         )
         st.stop()

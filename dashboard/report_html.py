@@ -91,7 +91,7 @@ def _drift(store, cid: str, cfg: dict) -> tuple[str, list[dict]]:
     """Drift statistics for the gate's comparisons (latest step against the first and the previous one)."""
     from engine.drift import DriftThresholds, default_comparisons, drift_report
 
-    pairs = default_comparisons(store, cid) if hasattr(store, "drift_grows") else []
+    pairs = default_comparisons(store, cid)
     if not pairs:
         return (
             '<p class="muted">Drift compares two Grow steps with generated samples; this campaign has fewer.</p>',
@@ -220,50 +220,47 @@ def build_audit_report(store, cid: str) -> str:
     ]
 
     parts.append("<h2>Reward-model versions and unit tests</h2>")
-    if hasattr(store, "reward_versions"):
-        parts.append(
-            table(
-                store.reward_versions(cid),
-                [
-                    "version",
-                    "name",
-                    "kind",
-                    "used_in_grows",
-                    "n_samples",
-                    "verdict",
-                    "failed_tests",
-                    "tested_at",
-                    "n_runs",
-                    "latest_run",
-                ],
-                row_class=lambda r: "fail" if r["verdict"] == "fail" else None,
-                empty="No reward version recorded.",
-            )
+    parts.append(
+        table(
+            store.reward_versions(cid),
+            [
+                "version",
+                "name",
+                "kind",
+                "used_in_grows",
+                "n_samples",
+                "verdict",
+                "failed_tests",
+                "tested_at",
+                "n_runs",
+                "latest_run",
+            ],
+            row_class=lambda r: "fail" if r["verdict"] == "fail" else None,
+            empty="No reward version recorded.",
         )
-        history = store.reward_test_history()
-        parts.append(
-            table(
-                history,
-                [
-                    "run_id",
-                    "reward_version",
-                    "created_at",
-                    "verdict",
-                    "n_tests",
-                    "n_failed",
-                    "failed_tests",
-                    "n_pairs",
-                    "reference_set",
-                    "campaign",
-                ],
-                row_class=lambda r: "fail" if r["verdict"] == "fail" else None,
-                empty="No reward test run yet.",
-            )
+    )
+    history = store.reward_test_history()
+    parts.append(
+        table(
+            history,
+            [
+                "run_id",
+                "reward_version",
+                "created_at",
+                "verdict",
+                "n_tests",
+                "n_failed",
+                "failed_tests",
+                "n_pairs",
+                "reference_set",
+                "campaign",
+            ],
+            row_class=lambda r: "fail" if r["verdict"] == "fail" else None,
+            empty="No reward test run yet.",
         )
-        if history:
-            parts.append(
-                fig(charts.reward_test_matrix(store.reward_test_matrix()), "Pass rate per test and run")
-            )
+    )
+    if history:
+        parts.append(fig(charts.reward_test_matrix(store.reward_test_matrix()), "Pass rate per test and run"))
 
     parts.append("<h2>Rating statistics</h2>")
     parts += _ratings(store, cid, fig)
@@ -284,8 +281,6 @@ def build_audit_report(store, cid: str) -> str:
 
 
 def _ratings(store, cid: str, fig) -> list[str]:
-    if not hasattr(store, "ratings"):
-        return ['<p class="muted">This store has no ratings module.</p>']
     from engine.ratings import rating_stats
 
     stats = rating_stats(store, cid)

@@ -51,4 +51,4 @@ def test_governance_pages_render_on_a_real_campaign(campaign):
     for page in ("reward_tests", "drift", "agreement", "rate", "users"):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, (page, at.exception)
-        assert "needs the governance module" not in texts(at, "info"), page
+        assert "needs store methods" not in texts(at, "info"), page

@@ -33,28 +33,22 @@ st.download_button(
 )
 
 st.subheader("Drift between Grow steps")
-if not hasattr(store, "drift_grows"):
-    st.info(
-        "Drift statistics need the governance module, which this store does not provide yet.",
-        icon=":material/construction:",
-    )
+grows = [r["grow"] for r in store.drift_grows(cid)]
+if len(grows) < 2:
+    st.info(f"Drift compares two Grow steps; this campaign has {len(grows)} with generated samples.")
 else:
-    grows = [r["grow"] for r in store.drift_grows(cid)]
-    if len(grows) < 2:
-        st.info(f"Drift compares two Grow steps; this campaign has {len(grows)} with generated samples.")
-    else:
-        c1, c2 = st.columns(2)
-        a = c1.selectbox("Reference step a", grows, index=0, key="drift_a")
-        b = c2.selectbox("Compared step b", grows, index=len(grows) - 1, key="drift_b")
-        if a != b and st.button("Compute drift", key="drift_go"):
-            from engine.drift import drift_report  # scipy and torch; imported only when asked
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Reference step a", grows, index=0, key="drift_a")
+    b = c2.selectbox("Compared step b", grows, index=len(grows) - 1, key="drift_b")
+    if a != b and st.button("Compute drift", key="drift_go"):
+        from engine.drift import drift_report  # scipy and torch; imported only when asked
 
-            rep = drift_report(store, cid, a, b)
-            for al in rep["alarms"]:
-                st.error(al["message"], icon=":material/warning:")
-            if not rep["alarms"]:
-                st.success("No drift alarm.")
-            st.json({k: rep[k] for k in ("reward", "length", "diversity", "human")}, expanded=False)
+        rep = drift_report(store, cid, a, b)
+        for al in rep["alarms"]:
+            st.error(al["message"], icon=":material/warning:")
+        if not rep["alarms"]:
+            st.success("No drift alarm.")
+        st.json({k: rep[k] for k in ("reward", "length", "diversity", "human")}, expanded=False)
 
 st.subheader("Reward-model versions")
 versions = store.reward_versions(cid)

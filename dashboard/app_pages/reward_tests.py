@@ -14,7 +14,6 @@ from dashboard.service import service
 user = require_page("reward-tests")
 store = service().store
 st.title("Reward tests")
-queries.needs("reward_test_runs", "reward_test_results", "save_reward_test_run", "reward_test_pairs")
 cid = queries.pick_campaign("rt_campaign")
 if cid:
     version = reward_panel.reward_version(
