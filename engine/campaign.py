@@ -22,12 +22,18 @@ from . import filters, steps
 from .config import CampaignConfig, config_from_dict, config_to_dict
 from .data import load_split
 from .state import FINISHED, State
-from .steps import StepFailed, Unit
+from .steps import EndCampaign, StepFailed, Unit
+from .steps import gates as gate_steps
 from .stopping import Progress, stop_reason
 from .store import Store
+from .store.core import shard_kind
 from .worker import WorkerFailed, WorkerStopped, spawn
 
 OnEvent = Callable[[str, dict], None]  # (step_key, worker event)
+
+
+class CampaignStopped(RuntimeError):
+    """The campaign was stopped for good by an operator; running it again needs `reopen`."""
 
 
 class StopRequested(RuntimeError):
@@ -128,41 +134,66 @@ class Controller:
         g = 1
         while f"g{g}-grow" in done:
             keys = sorted((k for k in done if k.startswith(f"g{g}-i")), key=lambda k: int(k.split("-i")[1]))
-            vals.append(done[keys[-1]]["val_reward"] if keys else vals[-1])
+            got = [done[k]["val_reward"] for k in keys if done[k].get("val_reward") is not None]
+            vals.append(got[-1] if got else vals[-1])
             g += 1
         return vals
 
     def next_unit(self, cid: str, cfg: CampaignConfig) -> Unit | str | None:
-        """The next unit to run; a stop reason (str) when a criterion says stop; None when finished."""
+        """The next unit to run; a stop reason (str) when a criterion says stop; None when finished.
+
+        Budgets and the Grow count are consulted before a pending Improve too, so a criterion changed
+        while a Grow's Improve steps are under way applies at the next unit, not after them.
+        """
         done = self.store.done_steps(cid)
         if "final" in done:
             return None
         if "bootstrap" not in done:
             return Unit(cid, "bootstrap", "bootstrap")
+        seconds = sum(r.get("seconds", 0.0) for r in done.values() if r)
+        generated = self.store.samples_generated(cid)
         g = 1
         while f"g{g}-grow" in done:
+            if f"g{g}-gates" not in done:
+                return Unit(cid, f"g{g}-gates", "gates", g)
             plan = self.improve_plan(cid, cfg, g)
             for i in range(1, len(plan) + 1):
                 if f"g{g}-i{i}" not in done:
-                    return Unit(cid, f"g{g}-i{i}", "improve", g, i)
+                    reason = stop_reason(cfg.stop, Progress(g, [], generated, seconds))
+                    return reason or Unit(cid, f"g{g}-i{i}", "improve", g, i)
             g += 1
-        seconds = sum(r.get("seconds", 0.0) for r in done.values() if r)
-        progress = Progress(g, self.val_by_grow(done), self.store.samples_generated(cid), seconds)
-        reason = stop_reason(cfg.stop, progress)
+        reason = stop_reason(cfg.stop, Progress(g, self.val_by_grow(done), generated, seconds))
         if reason:
             return reason
         return Unit(cid, f"g{g}-grow", "grow", g)
 
     # ------------------------------------------------------------------ running
-    def run(self, cid: str, override_gates: tuple[str, ...] = (), actor: str = "operator") -> str:
+    def run(
+        self,
+        cid: str,
+        override_gates: tuple[str, ...] = (),
+        actor: str = "operator",
+        reopen: bool = False,
+    ) -> str:
         """Advance the campaign until it finishes, pauses, stops or fails. Returns the final state.
 
         The config is re-read before every unit, so criteria changed while it runs apply at the next
-        check. `override_gates` lets the named gates through once (logged with `actor`).
+        check. `override_gates` lets the named gates through once (logged with `actor`). A campaign an
+        operator STOPPED runs again only with `reopen`.
         """
         row, cfg = self._cfg(cid)
-        if row["state"] in FINISHED and "final" in self.store.done_steps(cid):
+        done = self.store.done_steps(cid)
+        if "final" in done:
+            if row["state"] not in FINISHED:  # killed between recording the final step and the transition
+                reason = (done["final"] or {}).get("stop_reason") or "final evaluation done"
+                self.store.set_state(cid, State.DONE, f"campaign finished: {reason}", reason=reason)
+                return State.DONE
             return row["state"]
+        if row["state"] == State.STOPPED and not reopen:
+            raise CampaignStopped(
+                f"campaign {cid} was stopped ({row['stop_reason'] or 'no reason recorded'}); "
+                "reopen it explicitly to run it again"
+            )
         with self._lock:
             self._stop.pop(cid, None)
         run_dir = Path(row["run_dir"])
@@ -172,28 +203,30 @@ class Controller:
                 row, cfg = self._cfg(cid)
                 unit = self.next_unit(cid, cfg)
                 if isinstance(unit, str):
-                    self._final(cid, cfg, run_dir, unit)
-                    return State.DONE
+                    return self._final(cid, cfg, run_dir, unit, overrides, actor)
                 if unit is None:
                     return State.DONE
                 self._check_stop(cid)
-                if unit.kind == "grow":
-                    failed = self._check_gates(cid, cfg, run_dir, unit.grow, overrides, actor)
+                if unit.kind == "gates":
+                    self.store.set_state(cid, State.gates(unit.grow), f"gates after grow {unit.grow}")
+                    self.store.start_step(cid, unit.key, "gates", unit.grow, None)
+                    failed = gate_steps.after_grow(self.store, cfg, cid, unit.grow, overrides, actor)
                     overrides.clear()
                     if failed:
-                        msg = f"gate {failed.gate}: {failed.message}"
-                        if cfg.gates.action == "stop":
-                            self._final(cid, cfg, run_dir, msg, state=State.STOPPED)
-                            return State.STOPPED
-                        self.store.set_state(
-                            cid,
-                            State.PAUSED,
-                            f"paused before grow {unit.grow}: {msg}",
-                            reason=msg,
-                            payload=failed.figures,
-                        )
-                        return State.PAUSED
-                self.run_unit(cfg, run_dir, unit)
+                        return self._gate_failed(cid, cfg, run_dir, failed, f"after grow {unit.grow}")
+                    self.store.finish_step(cid, unit.key, {"passed": True}, 0.0)
+                    continue
+                if unit.kind == "grow":
+                    failed = gate_steps.before_grow(self, cfg, run_dir, cid, unit.grow, overrides, actor)
+                    overrides.clear()
+                    if failed:
+                        return self._gate_failed(cid, cfg, run_dir, failed, f"before grow {unit.grow}")
+                try:
+                    result = self.run_unit(cfg, run_dir, unit)
+                except EndCampaign as e:
+                    return self._final(cid, cfg, run_dir, str(e), overrides, actor)
+                if unit.kind == "improve" and not result.get("skipped"):
+                    gate_steps.after_checkpoint(self.store, cfg, cid, unit.key, unit.grow)
         except StopRequested as e:
             state = str(e)
             reason = "stopped by operator" if state == State.STOPPED else None
@@ -204,6 +237,14 @@ class Controller:
         except StepFailed as e:
             self.store.set_state(cid, State.FAILED, str(e), reason=str(e))
             return State.FAILED
+
+    def _gate_failed(self, cid: str, cfg: CampaignConfig, run_dir: Path, failed, where: str) -> str:
+        msg = f"gate {failed.gate}: {failed.message}"
+        if cfg.gates.action == "stop" and not failed.waiting:
+            self._final(cid, cfg, run_dir, msg, set(), "controller", state=State.STOPPED)
+            return State.STOPPED
+        self.store.set_state(cid, State.PAUSED, f"paused {where}: {msg}", reason=msg, payload=failed.figures)
+        return State.PAUSED
 
     def _check_stop(self, cid: str) -> None:
         with self._lock:
@@ -216,44 +257,27 @@ class Controller:
             return cid in self._stop
 
     def _final(
-        self, cid: str, cfg: CampaignConfig, run_dir: Path, reason: str, state: str = State.DONE
-    ) -> None:
+        self,
+        cid: str,
+        cfg: CampaignConfig,
+        run_dir: Path,
+        reason: str,
+        overrides: set[str],
+        actor: str,
+        state: str = State.DONE,
+    ) -> str:
+        """Choose the final policy, check it, evaluate it on test; then DONE (or `state`)."""
         if "final" not in self.store.done_steps(cid):
+            policy, why = gate_steps.choose_final(self.store, cid)
+            failed = gate_steps.before_final(self.store, cfg, cid, policy, overrides, actor)
+            overrides.clear()
+            if failed and state == State.DONE:
+                return self._gate_failed(cid, cfg, run_dir, failed, "before the final evaluation")
             self.store.add_event(cid, "stop_criterion", reason)
+            self.store.add_event(cid, "final_policy", f"final policy {policy}: {why}", {"policy": policy})
             self.run_unit(cfg, run_dir, Unit(cid, "final", "final", reason=reason))
         self.store.set_state(cid, state, f"campaign finished: {reason}", reason=reason)
-
-    def _check_gates(
-        self, cid: str, cfg: CampaignConfig, run_dir: Path, g: int, overrides: set[str], actor: str
-    ):
-        """The first failing gate before Grow g (its figures recorded as an event), or None."""
-        from . import gates
-
-        checks = []
-        if cfg.gates.reward_tests:
-            version = gates.reward_version(cfg)
-            res = gates.reward_tests_gate(self.store, cfg, version)
-            if res is None:  # never tested: run the suite in a worker, store it, then decide
-                self.run_unit(cfg, run_dir, Unit(cid, f"reward-tests-{version}", "reward_tests"))
-                res = gates.reward_tests_gate(self.store, cfg, version)
-            checks.append(res)
-        if cfg.gates.drift:
-            checks.append(gates.drift_gate(self.store, cfg, cid))
-        if cfg.gates.human_min_ratings or cfg.gates.human_min_diff is not None:
-            latest = self.store.grow_policy(cid, g - 1) if g > 1 else "base"
-            checks.append(gates.human_gate(self.store, cfg, cid, latest))
-        for res in checks:
-            if res.passed:
-                continue
-            if res.gate in overrides:
-                msg = f"gate {res.gate} overridden before grow {g}: {res.message}"
-                self.store.add_event(cid, "gate", msg, res.figures, actor=actor)
-                continue
-            self.store.add_event(
-                cid, "gate", f"gate {res.gate} failed before grow {g}: {res.message}", res.figures
-            )
-            return res
-        return None
+        return state
 
     def run_unit(self, cfg: CampaignConfig, run_dir: Path, u: Unit) -> dict:
         """Prepare the unit, run it in a worker (ingesting its shards as they land), record its result."""
@@ -262,6 +286,11 @@ class Controller:
         self.store.start_step(u.cid, u.key, u.kind, u.grow, u.improve)
         step_dir = run_dir / "steps" / u.key
         task = steps.base_task(u, config_to_dict(cfg), run_dir) | step.prepare(self.store, u, cfg, run_dir)
+        if task.get("skip"):  # nothing for a worker to do (an Improve whose filter kept nothing)
+            self.store.add_event(u.cid, "skip", task["skip"])
+            result = {"skipped": task["skip"], "val_reward": None, "seconds": 0.0}
+            self.store.finish_step(u.cid, u.key, result, 0.0)
+            return result
         try:
             result = spawn(
                 step_dir,
@@ -286,6 +315,8 @@ class Controller:
         shard_dir = step_dir / "shards"
         if not shard_dir.exists():
             return
-        for p in sorted(shard_dir.glob("*.parquet")):
-            kind = "curves" if p.name.startswith("curve") else "samples"
-            self.store.ingest_shard(u.cid, kind, f"{u.cid}/{u.key}/{p.name}", p)
+        # audits and refs shards of a Grow block are written before its samples shard: ingest them first
+        order = {"audits": 0, "refs": 1}
+        paths = sorted(shard_dir.glob("*.parquet"), key=lambda p: (order.get(shard_kind(p.name), 2), p.name))
+        for p in paths:
+            self.store.ingest_shard(u.cid, shard_kind(p.name), f"{u.cid}/{u.key}/{p.name}", p)

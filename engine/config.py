@@ -693,6 +693,12 @@ class CampaignConfig:
         0,
         "Seeds model init, sampling, training and reward tests: CPU runs reproduce. Any fixed value does.",
     )
+    threads: int = doc(
+        0,
+        "torch threads of each worker process. 0: 1 on machines with 2 cores or fewer, else half the "
+        "cores. Two torch processes on two cores slowed each other 3-20x, and results differ with the "
+        "thread count, so it is fixed and recorded with every step's result.",
+    )
     policy: PolicyConfig = doc(
         help="The policy to improve: a local model directory or a tiny model trained from scratch. Left "
         "out: the default [policy.scratch] model.",
@@ -736,6 +742,7 @@ class CampaignConfig:
     def __post_init__(self) -> None:
         _check(self.mode in ("rest", "rest-em"), "mode", self.mode, "'rest' or 'rest-em'")
         _check(bool(self.name.strip()), "name", self.name, "must not be empty")
+        _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0: automatic)")
         names = [a.name for a in self.audit]
         _check(len(set(names)) == len(names), "audit", names, "audit metric names must be unique")
 

@@ -22,6 +22,7 @@ class EvalResult:
     n: int
     outputs: list[str]
     rewards: list[float]
+    n_tokens: list[int]
 
 
 def mean_reward(
@@ -44,7 +45,8 @@ def mean_reward(
         [e.reference for e in examples],
         ids=[e.id for e in examples],
     )
-    return EvalResult(float(np.mean(rewards)) if rewards else float("nan"), len(rewards), outs, rewards)
+    mean = float(np.mean(rewards)) if rewards else float("nan")
+    return EvalResult(mean, len(rewards), outs, rewards, [c.n_tokens for c in cands])
 
 
 def best_of_n(

@@ -69,6 +69,63 @@ class Ctx:
         self.events = Events(step_dir / "events.jsonl")
         (step_dir / "shards").mkdir(exist_ok=True)
         self._reward = None
+        self._audits: dict | None = None
+
+    @property
+    def threads(self) -> int:
+        """torch threads of this worker: the config's, else 1 on <= 2 cores, else half the cores."""
+        n = self.cfg.threads
+        if not n:
+            cores = os.cpu_count() or 1
+            n = 1 if cores <= 2 else cores // 2
+        return n
+
+    def score(self, sources, texts, references, ids) -> list[float]:
+        """The campaign reward of each candidate (NaN or inf refused, naming the candidate)."""
+        from .rewards import checked_scores
+
+        return checked_scores(self.reward, sources, texts, references, ids=ids)
+
+    @property
+    def audits(self) -> dict:
+        """The campaign's audit metrics, loaded once: {name: reward provider}."""
+        if self._audits is None:
+            from .rewards import load_reward
+
+            self._audits = {a.name: load_reward(a.reward_config()) for a in self.cfg.audit}
+        return self._audits
+
+    def audit_scores(self, sources, texts, references, ids) -> dict[str, list[float]]:
+        """Every audit metric of each candidate: {metric name: values}; empty without audit metrics."""
+        from .rewards import checked_scores
+
+        return {
+            name: checked_scores(m, sources, texts, references, ids=[f"{i} ({name})" for i in ids])
+            for name, m in self.audits.items()
+        }
+
+    def evaluate_outputs(self, policy, name: str, split: str, examples: list[Example]) -> dict:
+        """Greedy outputs of `policy` on `examples`, scored by the reward and the audit metrics, written as
+        an outputs shard (the human gate rates them; the audit gate compares them across checkpoints).
+        Returns the summary: mean reward, mean tokens, audit means."""
+        from .evaluate import mean_reward
+
+        cfg = self.cfg
+        res = mean_reward(policy, self.reward, examples, cfg.grow.max_new_tokens, cfg.eval.batch_size)
+        srcs, refs = [e.source for e in examples], [e.reference for e in examples]
+        audits = self.audit_scores(srcs, res.outputs, refs, [e.id for e in examples])
+        rows = [
+            dict(policy=name, split=split, source_id=e.id, text=t, n_tokens=n, reward=r)
+            for e, t, n, r in zip(examples, res.outputs, res.n_tokens, res.rewards)
+        ]
+        write_parquet_atomic(
+            self.dir / "shards" / f"outputs-{split}-{name}.parquet", pa.Table.from_pylist(rows, OUTPUT_SCHEMA)
+        )
+        return {
+            "mean_reward": res.mean_reward,
+            "mean_tokens": sum(res.n_tokens) / len(res.n_tokens) if res.n_tokens else None,
+            "audit": {m: sum(v) / len(v) for m, v in audits.items() if v},
+        }
 
     @property
     def reward(self):
@@ -134,6 +191,16 @@ class Ctx:
         return res
 
 
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("policy", pa.string()),
+        ("split", pa.string()),
+        ("source_id", pa.string()),
+        ("text", pa.string()),
+        ("n_tokens", pa.int32()),
+        ("reward", pa.float64()),
+    ]
+)
 CURVE_SCHEMA = pa.schema(
     [
         ("step_key", pa.string()),
@@ -163,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     step_dir = Path(argv[0])
     _die_with_parent()
     ctx = Ctx(step_dir)
+    import torch
+
+    torch.set_num_threads(ctx.threads)
     kind = ctx.task["kind"]
     ctx.events.emit("start", step=ctx.task["step_key"], pid=os.getpid())
     t0 = time.perf_counter()
@@ -176,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.events.emit("error", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         return 1
     result["seconds"] = time.perf_counter() - t0
+    result["threads"] = ctx.threads
     write_atomic(step_dir / "result.json", json.dumps(result, indent=2))
     ctx.events.emit("done", seconds=result["seconds"])
     return 0

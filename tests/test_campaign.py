@@ -126,7 +126,8 @@ def test_run_to_done_store_contents(finished_arith):
     )
     assert pols == [(1, ["base", "reference"]), (2, ["g1-i1", "reference"])]
     steps = read_db(db, "SELECT step_key, status FROM steps WHERE campaign_id = ? ORDER BY started_at", [cid])
-    assert steps == [(k, "done") for k in ("bootstrap", "g1-grow", "g1-i1", "g2-grow", "g2-i1", "final")]
+    keys = ("bootstrap", "g1-grow", "g1-gates", "g1-i1", "g2-grow", "g2-gates", "g2-i1", "final")
+    assert steps == [(k, "done") for k in keys]
     # Training curves landed once per step that trained.
     curves = read_db(
         db,
@@ -243,7 +244,7 @@ def test_resume_after_sigkill_mid_grow_then_mid_improve(tmp_path: Path):
     _kill_when(["resume", cid], db, mid_improve, log)
     assert not (imp(run) / "result.json").exists() and not (run / "checkpoints" / "g1-i1").exists()
     assert _state(db, cid)[0] == "IMPROVE(1,1)"
-    assert _done_keys(db, cid) == ["bootstrap", "g1-grow"]
+    assert _done_keys(db, cid) == ["bootstrap", "g1-grow", "g1-gates"]
     assert_samples_complete(db, cid, grows=1)  # the resumed Grow filled in exactly the missing shards
     after = {p.name: p.stat().st_mtime_ns for p in (grow(run) / "shards").glob("samples-*.parquet")}
     assert len(after) == N_SHARDS and all(
@@ -257,7 +258,7 @@ def test_resume_after_sigkill_mid_grow_then_mid_improve(tmp_path: Path):
     )
     state, reason = _state(db, cid)
     assert state == "DONE" and reason.startswith("max_grow_steps")
-    assert _done_keys(db, cid) == ["bootstrap", "g1-grow", "g1-i1", "g1-i2", "final"]
+    assert _done_keys(db, cid) == ["bootstrap", "g1-grow", "g1-gates", "g1-i1", "g1-i2", "final"]
     assert_samples_complete(db, cid, grows=1)
     filters = read_db(
         db,

@@ -59,15 +59,19 @@ class _Bars:
             self.progress.console.print(f"[red]{key}: {ev['message']}")
 
 
-def _drive(store, cid: str, override_gates: tuple[str, ...] = (), actor: str = "cli") -> int:
-    from ..campaign import Controller
+def _drive(
+    store, cid: str, override_gates: tuple[str, ...] = (), actor: str = "cli", reopen: bool = False
+) -> int:
+    from ..campaign import CampaignStopped, Controller
 
     bars = _Bars()
     ctl = Controller(store, on_event=bars)
     print(f"campaign {cid}  (db {store.path})")
     try:
         with bars.progress:
-            state = ctl.run(cid, override_gates=override_gates, actor=actor)
+            state = ctl.run(cid, override_gates=override_gates, actor=actor, reopen=reopen)
+    except CampaignStopped as e:
+        sys.exit(f"error: {e}: restgov resume {cid} --reopen")
     except KeyboardInterrupt:
         store.set_state(cid, "PAUSED", "interrupted from the terminal", actor="cli")
         print(f"\ninterrupted: resume with  restgov resume {cid} --db {store.path}")
@@ -82,18 +86,23 @@ def _drive(store, cid: str, override_gates: tuple[str, ...] = (), actor: str = "
 
 
 def _print_table(store, cid: str) -> None:
+    """Per Improve step and per Grow: reward, audit metrics, mean length and what the gates said."""
     from rich.console import Console
     from rich.table import Table
 
     from ..report import campaign_status
 
     st = campaign_status(store, cid)
-    t = Table(title=f"{st['id']}  mode={st['mode']}  state={st['state']}")
-    for col in ("grow", "improve", "policy", "rule", "tau/param", "kept", "kept mean reward", "val reward"):
-        t.add_column(col, justify="right")
     f = lambda x, p=4: "" if x is None else (f"{x:.{p}f}" if isinstance(x, float) else str(x))  # noqa: E731
+    metrics = sorted({m for s in st["steps"] for m in (s.get("val_audit") or {})})
+    t = Table(title=f"{st['id']}  mode={st['mode']}  state={st['state']}")
+    cols = ["grow", "improve", "policy", "rule", "tau/param", "kept", "kept mean reward", "val reward"]
+    cols += [f"val {m}" for m in metrics] + ["val tokens", "gate"]
+    for col in cols:
+        t.add_column(col, justify="right")
     for s in st["steps"]:
         param = s["tau"] if s["tau"] is not None else s["param"]
+        audit = [f((s.get("val_audit") or {}).get(m)) for m in metrics]
         t.add_row(
             str(s["grow"]),
             str(s["improve"]),
@@ -103,15 +112,41 @@ def _print_table(store, cid: str) -> None:
             f(s["kept"]),
             f(s["kept_mean_reward"]),
             f(s["val_reward"]),
+            *audit,
+            f(s.get("val_tokens"), 1),
+            s.get("gate") or "",
         )
     con = Console()
     con.print(t)
+    if st["grows"]:
+        gt = Table(title="Grow steps (generated candidates)")
+        gmetrics = sorted({m for g in st["grows"].values() for m in g["audit"]})
+        for col in ["grow", "sampled by", "samples", "mean reward", *gmetrics, "mean tokens", "gates after"]:
+            gt.add_column(col, justify="right")
+        for g, row in st["grows"].items():
+            gates = ", ".join(f"{c['gate']} {c['status']}" for c in row["gates"]) or ""
+            gt.add_row(
+                str(g),
+                row["policy"] or "",
+                str(row["n_generated"]),
+                f(row["generated_mean_reward"]),
+                *[f(row["audit"].get(m)) for m in gmetrics],
+                f(row["mean_tokens"], 1),
+                gates,
+            )
+        con.print(gt)
+    for c in st["gate_checks"]:
+        if c["status"] != "pass":
+            con.print(f"gate {c['gate']} {c['status']} ({c['stage']} {c['grow'] or ''}): {c['message']}")
     if st["stop_reason"]:
         con.print(f"stop reason: {st['stop_reason']}")
     fin = st["final"]
+    if fin.get("policy"):
+        con.print(f"final policy: {fin['policy']} ({fin['why']})")
     for pol, v in fin["mean_reward"].items():
         bon = "  ".join(f"N={n}: {x:.4f}" for n, x in sorted(fin["best_of_n"].get(pol, {}).items()))
-        con.print(f"{fin['split']} reward  {pol:<8} {v:.4f}   best-of-N  {bon}")
+        audit = "  ".join(f"{m} {x:.4f}" for m, x in sorted(fin["audit"].get(pol, {}).items()))
+        con.print(f"{fin['split']} reward  {pol:<8} {v:.4f}   {audit}   best-of-N  {bon}")
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -146,7 +181,7 @@ def cmd_resume(a: argparse.Namespace) -> int:
     if row is None:
         sys.exit(f"error: no campaign {a.id!r} in {a.db}; `restgov status --db {a.db}` lists them")
     store.add_event(a.id, "resume", "resumed from the command line", actor=a.actor)
-    return _drive(store, a.id, tuple(a.override_gate), a.actor)
+    return _drive(store, a.id, tuple(a.override_gate), a.actor, reopen=a.reopen)
 
 
 def cmd_status(a: argparse.Namespace) -> int:
@@ -193,9 +228,9 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> None:
     d.add_argument(
         "--recipe",
         default="arith",
-        choices=["arith", "toy-mt"],
-        help="arith: ReST-EM with a numeric verifier; toy-mt: ReST with the MiniLM learned reward "
-        "(default arith)",
+        choices=["arith", "toy-mt", "reward-hack"],
+        help="arith: ReST-EM with a numeric verifier; toy-mt: ReST with the MiniLM learned reward; "
+        "reward-hack: toy-mt with a learned reward that pays for length (default arith)",
     )
     d.add_argument(
         "--small", action="store_true", help="a smaller budget (about a minute or two on 2 CPU cores)"
@@ -214,10 +249,15 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> None:
         action="append",
         default=[],
         metavar="GATE",
-        help="let a failing gate (reward_tests, drift, human) through once; logged with --actor",
+        help="let a failing gate (audit, drift, reward_tests, human) through once; logged with --actor",
     )
     rs.add_argument(
         "--actor", default=os.environ.get("USER", "cli"), help="who resumes (recorded in the event log)"
+    )
+    rs.add_argument(
+        "--reopen",
+        action="store_true",
+        help="run a campaign an operator STOPPED again (a stop is final unless reopened)",
     )
     s = add("status", "Show campaigns, or one campaign's per-step table.", cmd_status)
     s.add_argument("id", nargs="?", help="campaign id; omit to list all")

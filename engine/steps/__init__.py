@@ -21,6 +21,10 @@ class StepFailed(RuntimeError):
     """A unit could not run or its worker failed; the campaign is marked FAILED with this message."""
 
 
+class EndCampaign(RuntimeError):
+    """A unit found a reason to end the campaign (e.g. `improve.on_empty = "stop"`): final evaluation, DONE."""
+
+
 @dataclass
 class Unit:
     cid: str  # campaign id ("" for a reward-test run outside a campaign)
@@ -67,6 +71,12 @@ def policy_after(store, cid: str, g: int) -> str:
         if c["improve"] and c["grow"] <= g and (last is None or (c["grow"], c["improve"]) > key(last)):
             last = c
     return last["policy"] if last else "base"
+
+
+def latest_before(store, cid: str, g: int, i: int) -> str:
+    """The latest checkpoint before Improve (g, i) (an Improve skipped for an empty filter has none)."""
+    before = [c for c in store.checkpoints(cid) if c["improve"] and key(c) < (g, i)]
+    return max(before, key=key)["policy"] if before else "base"
 
 
 def key(c: dict) -> tuple[int, int]:

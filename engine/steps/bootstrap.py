@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import Unit
+from .improve import record_validation
 
 KIND = "bootstrap"
 
@@ -48,10 +49,12 @@ def run(ctx) -> dict:
             "best_step": res.best_step,
         }
         result["val_reward"] = res.best_reward
+    ctx.progress("validation", 0, len(val))
+    summary = ctx.evaluate_outputs(policy, "base", "validation", val)
     if result.get("val_reward") is None:
-        ctx.progress("validation", 0, len(val))
-        result["val_reward"] = ctx.evaluator(policy, val)()
-        ctx.progress("validation", len(val), len(val), val_reward=result["val_reward"])
+        result["val_reward"] = summary["mean_reward"]
+    result |= {"val_tokens": summary["mean_tokens"], "val_audit": summary["audit"]}
+    ctx.progress("validation", len(val), len(val), val_reward=result["val_reward"])
     save_policy(policy, out, {"policy": "base", "config": ctx.task["config"]})
     result["reward_name"], result["reward_version"] = ctx.reward.name, ctx.reward.version
     return result
@@ -60,7 +63,7 @@ def run(ctx) -> dict:
 def record(store, unit: Unit, task: dict, result: dict) -> None:
     cid, reward = unit.cid, task["config"]["reward"]
     store.add_checkpoint(cid, "base", task["out_checkpoint"], None, 0, None)
-    store.add_eval(cid, unit.key, "base", "validation", "mean_reward", result["val_reward"])
+    record_validation(store, unit, "base", result)
     store.add_reward_model(
         result["reward_version"], result["reward_name"], reward["kind"], reward.get("path")
     )

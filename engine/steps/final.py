@@ -1,5 +1,6 @@
-"""Final: the held-out evaluation that closes a campaign: the test reward and the Best-of-N curve of the BC
-baseline and of the final policy, and why the campaign ended.
+"""Final: the held-out evaluation that closes a campaign: the test reward, audit metrics and Best-of-N curve
+of the BC baseline and of the final policy (the best validation checkpoint no gate barred, see
+engine/steps/gates.py), why it was chosen and why the campaign ended.
 """
 
 from __future__ import annotations
@@ -7,21 +8,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..worker import unit_seed
-from . import Unit, checkpoint_path, policy_after
+from . import Unit, checkpoint_path
 
 KIND = "final"
 
 
 def prepare(store, unit: Unit, cfg, run_dir: Path) -> dict:
-    final = policy_after(store, unit.cid, 10**6)
+    from .gates import choose_final
+
+    final, why = choose_final(store, unit.cid)
     policies = {"base": checkpoint_path(store, unit.cid, "base")}
     if final != "base":
         policies[final] = checkpoint_path(store, unit.cid, final)
-    return {"policies": policies}
+    return {"policies": policies, "final_policy": final, "final_reason": why}
 
 
 def run(ctx) -> dict:
-    from ..evaluate import best_of_n, mean_reward
+    from ..evaluate import best_of_n
     from ..models import load_policy
 
     cfg, task = ctx.cfg, ctx.task
@@ -31,7 +34,7 @@ def run(ctx) -> dict:
     for name, path in task["policies"].items():
         policy = load_policy(path, cfg.policy.prompt_template)
         ctx.progress(f"final eval {name}", 0, len(test))
-        m = mean_reward(policy, ctx.reward, test, cfg.grow.max_new_tokens, cfg.eval.batch_size).mean_reward
+        summary = ctx.evaluate_outputs(policy, name, split, test)
         bon = best_of_n(
             policy,
             ctx.reward,
@@ -43,14 +46,22 @@ def run(ctx) -> dict:
             cfg.eval.batch_size,
             unit_seed(cfg.seed, "bon", name),
         )
-        out["policies"][name] = {"mean_reward": m, "best_of_n": {str(n): v for n, v in bon.items()}}
+        out["policies"][name] = summary | {"best_of_n": {str(n): v for n, v in bon.items()}}
         ctx.progress(f"final eval {name}", len(test), len(test))
     return out
 
 
 def record(store, unit: Unit, task: dict, result: dict) -> None:
-    result["stop_reason"] = unit.reason
+    result |= {
+        "stop_reason": unit.reason,
+        "final_policy": task["final_policy"],
+        "final_reason": task["final_reason"],
+    }
     for pol, r in result["policies"].items():
         store.add_eval(unit.cid, unit.key, pol, result["split"], "mean_reward", r["mean_reward"])
+        if r.get("mean_tokens") is not None:
+            store.add_eval(unit.cid, unit.key, pol, result["split"], "mean_tokens", r["mean_tokens"])
+        for name, v in (r.get("audit") or {}).items():
+            store.add_eval(unit.cid, unit.key, pol, result["split"], f"audit:{name}", v)
         for n, v in r["best_of_n"].items():
             store.add_eval(unit.cid, unit.key, pol, result["split"], "best_of_n", v, int(n))

@@ -30,7 +30,6 @@ def prepare(store, unit: Unit, cfg, run_dir: Path) -> dict:
 def run(ctx) -> dict:
     from ..grow import sample
     from ..models import load_policy
-    from ..rewards import checked_scores
 
     cfg, task = ctx.cfg, ctx.task
     g = task["grow"]
@@ -40,17 +39,19 @@ def run(ctx) -> dict:
     per = cfg.grow.shard_sources
     n_shards = math.ceil(len(train) / per)
     k = cfg.grow.samples_per_source
-    policy = None
+    policy = base = None
     done_sources = 0
     t0 = time.perf_counter()
     for j in range(n_shards):
         block = train[j * per : (j + 1) * per]
         path = ctx.dir / "shards" / f"samples-{j:05d}.parquet"
-        if path.exists():  # completed by an earlier attempt
+        if path.exists():  # completed by an earlier attempt (its audits and refs shards were written first)
             done_sources += len(block)
             continue
         if policy is None:
             policy = load_policy(task["policy_path"], cfg.policy.prompt_template)
+            if task.get("base_path") and task["base_path"] != task["policy_path"]:
+                base = load_policy(task["base_path"], cfg.policy.prompt_template)
 
         def on_batch(n: int) -> None:
             nonlocal done_sources
@@ -97,15 +98,43 @@ def run(ctx) -> dict:
             if m
         ]
         by_id = {e.id: e for e in block}
-        rewards = checked_scores(
-            ctx.reward,
-            [by_id[r["source_id"]].source for r in rows],
-            [r["text"] for r in rows],
-            [by_id[r["source_id"]].reference for r in rows],
-            ids=[f"{r['source_id']}#{r['sample_idx']}" for r in rows],
-        )
+        sources = [by_id[r["source_id"]].source for r in rows]
+        texts = [r["text"] for r in rows]
+        refs = [by_id[r["source_id"]].reference for r in rows]
+        ids = [f"{r['source_id']}#{r['sample_idx']}" for r in rows]
+        rewards = ctx.score(sources, texts, refs, ids)
         for r, v in zip(rows, rewards):
             r["grow"], r["reward"], r["reward_version"] = g, v, ctx.reward.version
+        if base is not None:  # log p(y) under the BC policy: the drift gate's KL estimate
+            from ..drift import score_logprobs
+
+            gen = [i for i, r in enumerate(rows) if r["sample_idx"] >= 0]
+            lp = score_logprobs(base, [sources[i] for i in gen], [texts[i] for i in gen], cfg.grow.batch_size)
+            for i, v in zip(gen, lp):
+                rows[i]["base_logprob"] = float(v)
+        shards = ctx.dir / "shards"
+        audits = ctx.audit_scores(sources, texts, refs, ids)
+        if audits:
+            arows = [
+                dict(grow=g, source_id=r["source_id"], sample_idx=r["sample_idx"], metric=m, value=v)
+                for m, vals in audits.items()
+                for r, v in zip(rows, vals)
+            ]
+            write_parquet_atomic(
+                shards / f"audits-{j:05d}.parquet", pa.Table.from_pylist(arows, AUDIT_SCHEMA)
+            )
+        with_ref = [e for e in block if e.reference]
+        ref_rewards = ctx.score(
+            [e.source for e in with_ref],
+            [e.reference for e in with_ref],
+            [e.reference for e in with_ref],
+            [f"{e.id}#reference" for e in with_ref],
+        )
+        rrows = [
+            dict(grow=g, source_id=e.id, reward=v, reward_version=ctx.reward.version)
+            for e, v in zip(with_ref, ref_rewards)
+        ]
+        write_parquet_atomic(shards / f"refs-{j:05d}.parquet", pa.Table.from_pylist(rrows, REF_SCHEMA))
         write_parquet_atomic(path, pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA))
         ctx.events.emit("shard", path=str(path))
     return {
@@ -126,6 +155,24 @@ SAMPLE_SCHEMA = pa.schema(
         ("n_tokens", pa.int32()),
         ("sum_logprob", pa.float64()),
         ("policy", pa.string()),
+        ("reward", pa.float64()),
+        ("reward_version", pa.string()),
+        ("base_logprob", pa.float64()),
+    ]
+)
+AUDIT_SCHEMA = pa.schema(
+    [
+        ("grow", pa.int32()),
+        ("source_id", pa.string()),
+        ("sample_idx", pa.int32()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+REF_SCHEMA = pa.schema(
+    [
+        ("grow", pa.int32()),
+        ("source_id", pa.string()),
         ("reward", pa.float64()),
         ("reward_version", pa.string()),
     ]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from .. import filters
-from . import StepFailed, Unit, checkpoint_path, key, policy_after
+from . import EndCampaign, Unit, checkpoint_path, key, latest_before
 
 KIND = "improve"
 
@@ -32,9 +32,11 @@ def prepare(store, unit: Unit, cfg, run_dir: Path) -> dict:
         stats,
     )
     if not stats["kept"]:
-        raise StepFailed(f"{unit.key}: the filter ({cfg.improve.rule}, {param}) kept no samples")
-    prev = f"g{g}-i{i - 1}" if i > 1 else policy_after(store, cid, g - 1)
-    init = filters.init_policy(cfg, prev)
+        why = f"{unit.key}: the filter ({cfg.improve.rule}, {param}) kept no samples of grow {g}"
+        if cfg.improve.on_empty == "stop":
+            raise EndCampaign(why)
+        return {"skip": f"{why}; skipped, the policy stays as it was"}
+    init = filters.init_policy(cfg, latest_before(store, cid, g, i))
     n_before = sum(1 for c in store.checkpoints(cid) if c["improve"] and key(c) < (g, i))
     return {
         "train_path": str(step_dir / "train.parquet"),
@@ -60,7 +62,8 @@ def run(ctx) -> dict:
     res = ctx.train(
         policy, exs, task["lr"], imp.epochs, imp.batch_size, imp.max_steps, evaluate, task["step_key"]
     )
-    val_reward = res.best_reward if evaluate else ctx.evaluator(policy, val)()
+    summary = ctx.evaluate_outputs(policy, task["policy"], "validation", val)
+    val_reward = res.best_reward if evaluate else summary["mean_reward"]
     save_policy(
         policy,
         Path(task["out_checkpoint"]),
@@ -73,6 +76,8 @@ def run(ctx) -> dict:
         "best_step": res.best_step,
         "start_reward": res.start_reward,
         "val_reward": val_reward,
+        "val_tokens": summary["mean_tokens"],
+        "val_audit": summary["audit"],
         "stopped_early": res.stopped_early,
         "n_train": len(exs),
         "tokens_per_s": res.tokens / max(res.seconds, 1e-9),
@@ -82,4 +87,13 @@ def run(ctx) -> dict:
 def record(store, unit: Unit, task: dict, result: dict) -> None:
     cid = unit.cid
     store.add_checkpoint(cid, unit.key, task["out_checkpoint"], task["init"], unit.grow, unit.improve)
-    store.add_eval(cid, unit.key, unit.key, "validation", "mean_reward", result["val_reward"])
+    record_validation(store, unit, unit.key, result)
+
+
+def record_validation(store, unit: Unit, policy: str, result: dict) -> None:
+    """The checkpoint's validation figures: mean reward, mean output tokens, each audit metric."""
+    store.add_eval(unit.cid, unit.key, policy, "validation", "mean_reward", result["val_reward"])
+    if result.get("val_tokens") is not None:
+        store.add_eval(unit.cid, unit.key, policy, "validation", "mean_tokens", result["val_tokens"])
+    for name, v in (result.get("val_audit") or {}).items():
+        store.add_eval(unit.cid, unit.key, policy, "validation", f"audit:{name}", v)

@@ -11,13 +11,16 @@ from pathlib import Path
 from .core import CoreStore, now
 from .drift import DriftMixin
 from .filters import FiltersMixin
+from .gates import GatesMixin
 from .ratings import RatingsMixin
 from .reward_tests import RewardTestsMixin
 from .users import UsersMixin
 from .views import ViewsMixin
 
 
-class Store(ViewsMixin, UsersMixin, RewardTestsMixin, RatingsMixin, DriftMixin, FiltersMixin, CoreStore):
+class Store(
+    ViewsMixin, UsersMixin, RewardTestsMixin, RatingsMixin, DriftMixin, FiltersMixin, GatesMixin, CoreStore
+):
     pass
 
 

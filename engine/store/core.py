@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -41,6 +42,16 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE TABLE IF NOT EXISTS shards (
     shard_id VARCHAR PRIMARY KEY, campaign_id VARCHAR NOT NULL, kind VARCHAR NOT NULL,
     n_rows BIGINT NOT NULL, ingested_at TIMESTAMP NOT NULL);
+ALTER TABLE samples ADD COLUMN IF NOT EXISTS base_logprob DOUBLE;  -- log p(text) under the BC policy
+CREATE TABLE IF NOT EXISTS sample_audits (  -- audit metrics of each Grow sample, never trained on
+    campaign_id VARCHAR NOT NULL, grow INTEGER NOT NULL, source_id VARCHAR NOT NULL,
+    sample_idx INTEGER NOT NULL, metric VARCHAR NOT NULL, value DOUBLE, shard_id VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS reference_rewards (  -- the reward of each source's reference, per Grow step
+    campaign_id VARCHAR, grow INTEGER, source_id VARCHAR, reward DOUBLE, reward_version VARCHAR,
+    shard_id VARCHAR);
+CREATE TABLE IF NOT EXISTS eval_outputs (  -- greedy outputs of each checkpoint on validation / test
+    campaign_id VARCHAR, policy VARCHAR, split VARCHAR, source_id VARCHAR, text VARCHAR, n_tokens INTEGER,
+    reward DOUBLE, shard_id VARCHAR);
 CREATE TABLE IF NOT EXISTS curves (
     campaign_id VARCHAR NOT NULL, step_key VARCHAR NOT NULL, step INTEGER NOT NULL,
     loss DOUBLE, lr DOUBLE, val_reward DOUBLE, shard_id VARCHAR NOT NULL);
@@ -54,6 +65,22 @@ CREATE TABLE IF NOT EXISTS reward_models (
     version VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, kind VARCHAR NOT NULL, path VARCHAR,
     created_at TIMESTAMP NOT NULL);
 """
+
+
+# Shard kinds (by file name prefix in a step's shards/ folder) and the table each is appended to.
+SHARD_TABLES = {
+    "samples": "samples",
+    "curves": "curves",
+    "audits": "sample_audits",
+    "refs": "reference_rewards",
+    "outputs": "eval_outputs",
+}
+
+
+def shard_kind(name: str) -> str:
+    """The kind of a shard file from its name: samples-00003.parquet, curve.parquet, outputs.parquet, ..."""
+    stem = name.split("-")[0].split(".")[0]
+    return "curves" if stem == "curve" else stem
 
 
 def now() -> datetime:
@@ -88,6 +115,17 @@ class CoreStore:
         if cur is None:
             cur = self._local.cur = self._con.cursor()
         return cur
+
+    def _retry(self, fn, attempts: int = 50):
+        """Run a short write transaction `fn()`, again when DuckDB reports a write-write conflict on the
+        same row (two threads updating one campaign row: a state change racing a criteria change)."""
+        for n in range(attempts):
+            try:
+                return fn()
+            except duckdb.TransactionException as e:
+                if "Conflict" not in str(e) or n == attempts - 1:
+                    raise
+                time.sleep(0.002 * (n + 1))
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -144,6 +182,9 @@ class CoreStore:
         payload: dict | None = None,
     ) -> None:
         """Update the campaign's state and append the transition to the event log in one transaction."""
+        self._retry(lambda: self._set_state(cid, state, message, actor, reason, payload))
+
+    def _set_state(self, cid, state, message, actor, reason, payload) -> None:
         with self.transaction() as cur:
             if reason is not None:
                 cur.execute(
@@ -160,12 +201,16 @@ class CoreStore:
         self, cid: str, config: dict, actor: str, message: str, payload: dict | None = None
     ) -> None:
         """Replace a campaign's validated config and log who changed what, in one transaction."""
-        with self.transaction() as cur:
-            cur.execute(
-                "UPDATE campaigns SET config = ?, updated_at = ? WHERE id = ?",
-                [json.dumps(config), now(), cid],
-            )
-            self._event(cur, cid, "criteria", message, payload, actor, None)
+
+        def write() -> None:
+            with self.transaction() as cur:
+                cur.execute(
+                    "UPDATE campaigns SET config = ?, updated_at = ? WHERE id = ?",
+                    [json.dumps(config), now(), cid],
+                )
+                self._event(cur, cid, "criteria", message, payload, actor, None)
+
+        self._retry(write)
 
     def add_event(
         self,
@@ -242,15 +287,23 @@ class CoreStore:
 
     # ---------------------------------------------------------------- shards
     def ingest_shard(self, cid: str, kind: str, shard_id: str, path: str | Path) -> int:
-        """Append a samples or curves shard exactly once; returns rows added (0 when already ingested)."""
-        table = {"samples": "samples", "curves": "curves"}[kind]
+        """Append a shard exactly once; returns rows added (0 when already ingested).
+
+        Columns the table has and the file lacks stay NULL (a shard written before the column existed).
+        A samples shard also adds its per-source figures (`record_source_stats`, where the store has the
+        drift mixin) in the same transaction: they exist exactly when the rows do.
+        """
+        table = SHARD_TABLES[kind]
         with self.transaction() as cur:
             if cur.execute("SELECT 1 FROM shards WHERE shard_id = ?", [shard_id]).fetchone():
                 return 0
+            in_file = {
+                d[0] for d in cur.execute("SELECT * FROM read_parquet(?) LIMIT 0", [str(path)]).description
+            }
             cols = [
                 r[0]
                 for r in cur.execute(f"DESCRIBE {table}").fetchall()
-                if r[0] not in ("campaign_id", "shard_id")
+                if r[0] not in ("campaign_id", "shard_id") and r[0] in in_file
             ]
             collist = ", ".join(cols)
             cur.execute(
@@ -259,6 +312,8 @@ class CoreStore:
                 [cid, shard_id, str(path)],
             )
             (n,) = cur.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()
+            if kind == "samples" and hasattr(self, "record_source_stats"):
+                self.record_source_stats(cur, cid, shard_id)
             cur.execute("INSERT INTO shards VALUES (?, ?, ?, ?, ?)", [shard_id, cid, kind, n, now()])
         return n
 
