@@ -1,11 +1,14 @@
-"""The Rate page's parts: the operators' task form, one blind task with its scores, and the keyboard shortcuts.
+"""The Rate page's parts: the operators' task form, one blind task with its scores, the keyboard shortcuts.
 
 Keys (a script in the app's own document, installed once per browser tab; it only acts while a task is on the
 screen and no text field has the focus): 0..6 score the highlighted candidate and move the highlight to the
-other one, Left / Right move the highlight (Tab too while no control has the focus, so Tab still walks the page's
-controls for keyboard navigation), Enter submits once both are scored. The script clicks the
+other one, Left / Right move the highlight (Tab too while no control has the focus, so Tab still walks the
+page's controls for keyboard navigation), Enter submits once both are scored. The script clicks the
 page's own widgets, so a rating made from the keyboard is the same rating a click makes. It carries nothing
-about the task: no text, reward, policy name or model id.
+about the task: no text, reward, policy name, model id or task id (widgets are keyed by an opaque view token).
+
+Sources and candidates are drawn as plain text (st.text, st.code): Markdown or HTML a model wrote is shown
+literally, so it can neither restyle the page nor hint at which policy wrote it.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ body[data-rg-side="right"] [class*="st-key-rate_side_right"] {
   if (window.__restgovRateKeys) return;
   window.__restgovRateKeys = true;
   const q = (sel) => doc.querySelector(sel);
-  const taskId = () => {
+  const taskId = () => {  // the opaque view token of the task on the screen
     const el = q('[class*="st-key-rate_submit_"]');
-    const m = el && el.className.match(/st-key-rate_submit_(\\d+)/);
+    const m = el && el.className.match(/st-key-rate_submit_([0-9a-f]+)/);
     return m ? m[1] : null;
   };
   const side = () => {
@@ -41,13 +44,16 @@ body[data-rg-side="right"] [class*="st-key-rate_side_right"] {
     return doc.body.dataset.rgSide;
   };
   const setSide = (s) => { side(); doc.body.dataset.rgSide = s; };
-  const typing = (el) => el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
+  const typing = (el) =>
+    el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
   const options = (s) => Array.from(doc.querySelectorAll(`[class*="st-key-rate_${s}_"] button`));
-  const chosen = (b) => (b.getAttribute("data-testid") || "").endsWith("Active") || b.getAttribute("aria-checked") === "true";
+  const chosen = (b) =>
+    (b.getAttribute("data-testid") || "").endsWith("Active") || b.getAttribute("aria-checked") === "true";
   const submit = (tries) => {
     const b = q('[class*="st-key-rate_submit_"] button');
     if (b && !b.disabled) b.click();
-    else if (b && tries > 0) setTimeout(() => submit(tries - 1), 100);  // the last score is still being applied
+    // the last score is still being applied
+    else if (b && tries > 0) setTimeout(() => submit(tries - 1), 100);
   };
   side();
   doc.addEventListener("keydown", (e) => {
@@ -58,8 +64,11 @@ body[data-rg-side="right"] [class*="st-key-rate_side_right"] {
       if (!b) return;
       if (!chosen(b)) b.click();  // clicking the chosen score again would clear it
       setSide(s === "left" ? "right" : "left");
-    } else if (e.key === "ArrowLeft" || e.key === "ArrowRight" || (e.key === "Tab" && e.target === doc.body)) {
-      setSide(e.key === "ArrowLeft" ? "left" : e.key === "ArrowRight" ? "right" : s === "left" ? "right" : "left");
+    } else if (
+      e.key === "ArrowLeft" || e.key === "ArrowRight" || (e.key === "Tab" && e.target === doc.body)
+    ) {
+      const flip = s === "left" ? "right" : "left";
+      setSide(e.key === "ArrowLeft" ? "left" : e.key === "ArrowRight" ? "right" : flip);
     } else if (e.key === "Enter") {
       // Enter on another focused control (Skip, a link) keeps its own meaning; on a score it submits.
       if (e.target !== doc.body && !e.target.closest('[class*="st-key-rate_side_"]')) return;
@@ -81,31 +90,43 @@ def keyboard() -> None:
     st.html(KEYS_JS, unsafe_allow_javascript=True, width="content")
 
 
+FROM_SAMPLES, FROM_VALIDATION = "Grow samples (training sources)", "Validation outputs (greedy)"
+
+
 def create_tasks_form(store, cid: str | None) -> None:
-    """Operators: pair two policies' samples of a campaign into rating tasks."""
+    """Operators: pair two policies' outputs on the same sources into rating tasks (sides drawn per task)."""
     policies = ["reference"] + [c["policy"] for c in store.checkpoints(cid)] if cid else []
+    origin = st.radio("Candidates from", (FROM_SAMPLES, FROM_VALIDATION), horizontal=True, key="rate_origin")
     c1, c2, c3, c4 = st.columns(4)
-    pa = c1.selectbox("Baseline policy (a)", policies, index=min(1, len(policies) - 1), key="rate_pa")
-    pb = c2.selectbox("Policy under review (b)", policies, index=len(policies) - 1, key="rate_pb")
+    pa = c1.selectbox("Baseline policy", policies, index=min(1, len(policies) - 1), key="rate_pa")
+    pb = c2.selectbox("Policy under review", policies, index=len(policies) - 1, key="rate_pb")
     n = c3.number_input("Tasks", 1, 1000, 20, key="rate_n")
     req = c4.number_input("Ratings per task", 1, 10, 3, key="rate_req")
+    st.caption(
+        "Which policy is side A of a task, and the order each annotator sees the two in, are drawn at random."
+        + (" Validation tasks are topped up to the number asked for." if origin == FROM_VALIDATION else "")
+    )
     if st.button("Create tasks", key="rate_create") and cid:
         try:
-            st.success(
-                f"{store.create_rating_tasks(cid, pa, pb, int(n), int(req))['n_tasks']} tasks created."
-            )
+            if origin == FROM_VALIDATION:
+                out = store.create_gate_tasks(cid, pb, baseline=pa, n=int(n), required_ratings=int(req))
+            else:
+                out = store.create_rating_tasks(cid, pa, pb, int(n), int(req))
+            st.success(f"{out['n_tasks']} tasks created.")
         except (ValueError, KeyError) as e:
             st.error(str(e))
 
 
 def task_panel(task: dict) -> dict[str, int | None]:
-    """The source and the two candidates side by side in this annotator's order; returns the scores chosen."""
+    """The source and the two candidates side by side in this annotator's stored order, all as plain text;
+    returns the scores chosen. Widgets are keyed by the view token, never by the task id."""
     st.markdown("**Source**")
-    st.info(task["source"])
+    with st.container(key="rate_source", border=True):
+        st.text(task["source"])
     scores = {}
     for col, side in zip(st.columns(2), SIDES):
         with col, st.container(key=f"rate_side_{side}"):
             st.markdown(f"**Candidate {'A' if side == 'left' else 'B'}**")
             st.code(task[f"text_{side}"], language=None, wrap_lines=True)
-            scores[side] = st.segmented_control(SCALE, list(range(7)), key=f"rate_{side}_{task['task_id']}")
+            scores[side] = st.segmented_control(SCALE, list(range(7)), key=f"rate_{side}_{task['view']}")
     return scores

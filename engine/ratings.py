@@ -1,20 +1,24 @@
 """Statistics of human side-by-side ratings: the paper's "human eval diff" with a bootstrap interval,
-Krippendorff's alpha (interval metric) between annotators, and reward-versus-human rank correlation per Grow step.
+Krippendorff's alpha (interval metric) between annotators, and reward-versus-human rank correlation per Grow
+step; plus a simulated annotator for tests and demos.
+
+Every statistic reads a rating by policy, never by position: which policy is stored as side a is drawn per
+task and the display order per annotator (engine/store/ratings.py), so a rating's `score_a`/`score_b` are
+mapped onto (baseline, other) through the task's `policy_a`/`policy_b`, whatever the side and order shown.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from scipy import stats as sps
 
-from .store.ratings import shown_order  # noqa: F401  (re-exported: pages show sides in this order)
-
 RELIABLE, TENTATIVE = 0.8, 0.667  # Krippendorff's own cut-offs for drawing conclusions
+SIMULATED_ANNOTATOR = "simulated-oracle"
 
 
 def _by_task(ratings: list[dict]) -> dict[int, list[dict]]:
@@ -24,33 +28,62 @@ def _by_task(ratings: list[dict]) -> dict[int, list[dict]]:
     return out
 
 
+def _recorded_baseline(ratings: list[dict], pair: frozenset) -> str:
+    """The baseline the tasks were created against (Store.ratings' `baseline`; side a where none is given).
+
+    Should the tasks of one pair name different baselines, the one most ratings name wins (ties: by name).
+    """
+    votes = Counter(r.get("baseline") or r["policy_a"] for r in ratings)
+    named = sorted((p for p in votes if p in pair), key=lambda p: (-votes[p], p))
+    return named[0] if named else sorted(pair)[0]
+
+
+def _oriented(r: dict, base: str) -> tuple[int, int]:
+    """(baseline's score, other's score) of one rating, from the stored sides."""
+    return (r["score_a"], r["score_b"]) if r["policy_a"] == base else (r["score_b"], r["score_a"])
+
+
+def _n_simulated(ratings: list[dict]) -> int:
+    return sum(1 for r in ratings if r.get("simulated"))
+
+
 def human_eval_diff(
-    ratings: list[dict], baseline: str = "a", confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0
+    ratings: list[dict],
+    baseline: str | None = None,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int = 0,
 ) -> dict:
     """Mean score per policy and diff = other policy minus baseline, with a bootstrap CI over tasks.
 
-    `ratings` are rows of `Store.ratings(cid)` for one policy pair; `baseline` is "a", "b" or a policy name.
+    `ratings` are rows of `Store.ratings(cid)` for one policy pair, in any mix of stored sides and display
+    orders. `baseline` is a policy name of the pair; None takes the baseline the tasks recorded; "a" / "b"
+    (the old side names, from when side a was always the baseline) mean the recorded baseline / the other one.
     Each task counts once (its annotators' mean), so a task with more ratings does not weigh more; tasks,
     not ratings, are resampled because ratings of one task are not independent.
     """
-    pairs = {(r["policy_a"], r["policy_b"]) for r in ratings}
+    pairs = {frozenset((r["policy_a"], r["policy_b"])) for r in ratings}
     if len(pairs) != 1:
         raise ValueError(
-            f"human_eval_diff needs ratings of exactly one policy pair, got {sorted(pairs)}; "
+            f"human_eval_diff needs ratings of exactly one policy pair, got {sorted(map(sorted, pairs))}; "
             "use human_eval_table for several"
         )
-    ((pa, pb),) = pairs
-    if baseline in ("a", pa):
-        base, other, flip = pa, pb, False
-    elif baseline in ("b", pb):
-        base, other, flip = pb, pa, True
+    (pair,) = pairs
+    if baseline in pair:
+        base = baseline
+    elif baseline in (None, "a", "b"):
+        base = _recorded_baseline(ratings, pair)
+        if baseline == "b":
+            (base,) = pair - {base}
     else:
-        raise ValueError(f"baseline {baseline!r} is neither 'a', 'b', {pa!r} nor {pb!r}")
+        raise ValueError(f"baseline {baseline!r} is neither of the pair {sorted(pair)} (nor None, 'a', 'b')")
+    (other,) = pair - {base}
     tasks = _by_task(ratings)
-    ma = np.array([np.mean([r["score_a"] for r in rs]) for rs in tasks.values()])
-    mb = np.array([np.mean([r["score_b"] for r in rs]) for rs in tasks.values()])
-    d = (ma - mb) if flip else (mb - ma)  # other minus baseline, per task
-    per_rating = np.array([(r["score_a"] - r["score_b"]) * (1 if flip else -1) for r in ratings])
+    per_task = [np.array([_oriented(r, base) for r in rs], dtype=float).mean(0) for rs in tasks.values()]
+    mbase = np.array([m[0] for m in per_task])
+    mother = np.array([m[1] for m in per_task])
+    d = mother - mbase  # other minus baseline, per task
+    per_rating = np.array([o - b for b, o in (_oriented(r, base) for r in ratings)])
     lo = hi = float("nan")
     if len(d) >= 2 and np.ptp(d) == 0:
         lo = hi = float(d[0])  # every resample has the same mean; scipy would warn about a degenerate sample
@@ -72,9 +105,10 @@ def human_eval_diff(
         "other": other,
         "n_tasks": len(d),
         "n_ratings": len(ratings),
+        "n_simulated": _n_simulated(ratings),
         "mean": {
-            pa: float(ma.mean()) if len(ma) else float("nan"),
-            pb: float(mb.mean()) if len(mb) else float("nan"),
+            base: float(mbase.mean()) if len(mbase) else float("nan"),
+            other: float(mother.mean()) if len(mother) else float("nan"),
         },
         "diff": diff,
         "ci_low": lo,
@@ -89,18 +123,20 @@ def human_eval_diff(
 
 
 def human_eval_table(ratings: list[dict], seed: int = 0) -> list[dict]:
-    """human_eval_diff for every policy pair present, baseline = side a."""
-    pairs: dict[tuple, list[dict]] = defaultdict(list)
+    """human_eval_diff for every policy pair present (either orientation), against its recorded baseline."""
+    pairs: dict[frozenset, list[dict]] = defaultdict(list)
     for r in ratings:
-        pairs[(r["policy_a"], r["policy_b"])].append(r)
-    return [human_eval_diff(rs, "a", seed=seed) for _, rs in sorted(pairs.items())]
+        pairs[frozenset((r["policy_a"], r["policy_b"]))].append(r)
+    out = [human_eval_diff(rs, None, seed=seed) for rs in pairs.values()]
+    return sorted(out, key=lambda d: (d["baseline"], d["other"]))
 
 
 def krippendorff_alpha_interval(matrix) -> float:
-    """Krippendorff's alpha, interval metric (delta^2 = (v - v')^2), for a (coders, units) array with NaN = missing.
+    """Krippendorff's alpha, interval metric (delta^2 = (v - v')^2), of a (coders, units) array, NaN missing.
 
     alpha = 1 - D_o / D_e over pairable values (units with >= 2 values), n = their count:
-    D_o = (1/n) sum_u sum_{i != j in u} delta^2 / (m_u - 1),  D_e = sum_{i != j over all} delta^2 / (n (n - 1)).
+    D_o = (1/n) sum_u sum_{i != j in u} delta^2 / (m_u - 1),
+    D_e = sum_{i != j over all} delta^2 / (n (n - 1)).
     NaN when fewer than two pairable values, or when every value is the same (no variation to agree on).
     """
     x = np.asarray(matrix, dtype=float)
@@ -146,6 +182,9 @@ def agreement(ratings: list[dict]) -> dict:
         "annotators": len(coders),
         "units": len(units),
         "pairable_units": pairable,
+        # A simulated annotator agrees with its oracle, not with people: say how much of the figure it is.
+        "simulated_ratings": _n_simulated(ratings),
+        "simulated_annotators": len({r["annotator"] for r in ratings if r.get("simulated")}),
     }
 
 
@@ -184,11 +223,61 @@ def correlation_by_grow(rows: list[dict]) -> list[dict]:
 
 
 def rating_stats(store, cid: str, seed: int = 0) -> dict:
-    """Everything the CLI and the dashboard show about a campaign's ratings."""
+    """Everything the CLI and the dashboard show about a campaign's ratings.
+
+    `simulated` counts the ratings (and names the annotators) that engine.ratings.simulate_ratings wrote; they
+    are part of every figure here, so a reader must know how many there are.
+    """
     rows = store.ratings(cid)
     return {
         "progress": store.progress(cid),
         "pairs": human_eval_table(rows, seed=seed),
         "agreement": agreement(rows),
         "correlation": correlation_by_grow(store.rated_rewards(cid)),
+        "simulated": {
+            "ratings": _n_simulated(rows),
+            "annotators": sorted({r["annotator"] for r in rows if r.get("simulated")}),
+        },
     }
+
+
+def to_scale(x: float) -> int:
+    """A value in [0, 1] (clipped) onto the 0..6 rating scale, to the nearest point."""
+    return int(np.clip(np.rint(6.0 * float(np.clip(x, 0.0, 1.0))), 0, 6))
+
+
+def simulate_ratings(
+    store,
+    cid: str,
+    oracle: Callable[[str, str, str], float],
+    noise: float = 0.1,
+    seed: int = 0,
+    annotator: str = SIMULATED_ANNOTATOR,
+) -> dict:
+    """A simulated annotator, for tests and demos only: rate every open task of campaign `cid` this annotator
+    has not rated, each side scored to_scale(oracle(source, text, reference) + N(0, noise)).
+
+    `oracle` is a metric in [0, 1], e.g. engine.rewards.chrf as `lambda s, t, r: chrf(t, r)`. Every rating it
+    writes is stored with `simulated` true, so statistics report it and Store.ratings(cid, simulated=False)
+    leaves it out. Nothing calls this by default. Refuses an annotator name that already has ratings made by
+    a person. Returns {annotator, n_ratings, task_ids}.
+    """
+    if noise < 0 or not math.isfinite(noise):
+        raise ValueError(f"noise must be a finite standard deviation >= 0, got {noise!r}")
+    if any(r["annotator"] == annotator for r in store.ratings(cid, simulated=False)):
+        raise ValueError(f"{annotator!r} has ratings made by a person in {cid}: pick another annotator name")
+    rng = np.random.default_rng(seed)
+    done = []
+    for t in store.open_tasks(cid, annotator):
+        scores = []
+        for text in (t["text_a"], t["text_b"]):
+            x = float(oracle(t["source"], text, t["reference"] or ""))
+            if not (0.0 <= x <= 1.0):
+                raise ValueError(
+                    f"the oracle must return a value in [0, 1], got {x!r} on task {t['task_id']}"
+                )
+            scores.append(to_scale(x + (rng.normal(0.0, noise) if noise else 0.0)))
+        # The simulated annotator reads the sides as stored: order "ab", recorded as its view.
+        store.submit_rating(t["task_id"], annotator, scores[0], scores[1], "ab", simulated=True)
+        done.append(t["task_id"])
+    return {"annotator": annotator, "n_ratings": len(done), "task_ids": done}

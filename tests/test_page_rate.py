@@ -1,9 +1,20 @@
-"""Rate page: blind ratings stored exactly as shown, and skips kept away for the browser session only."""
+"""Rate page: blind ratings stored exactly as shown, and skips kept away for the browser session only.
+
+The page knows a task only by the opaque token of the annotator's view (its widgets' keys end with it); the
+tests map a token back to its task through the store.
+"""
 
 from __future__ import annotations
 
 import pytest
-from apptest_helpers import AUDITOR, _service, app, button, task_id, texts
+from apptest_helpers import AUDITOR, _service, app, button, texts
+
+
+def view_token(at) -> str:
+    """The view token of the task on the Rate page, from its Submit button's key."""
+    return next(b.key for b in at.button if (b.key or "").startswith("rate_submit_")).removeprefix(
+        "rate_submit_"
+    )
 
 
 @pytest.mark.slow
@@ -16,15 +27,16 @@ def test_annotator_rates_blind_and_exactly_those_ratings_are_stored(campaign):
     assert [t.value for t in at.title] == ["Rate"]
     shown = []
     for left, right in ((6, 1), (2, 5), (3, 3)):
-        tid = task_id(at)
-        page_text = texts(at, "markdown") + texts(at, "caption") + texts(at, "code")
+        view = view_token(at)
+        tid = store.rating_view(view)["task_id"]
+        page_text = texts(at, "markdown") + texts(at, "caption") + texts(at, "code") + texts(at, "text")
         assert "reference" not in page_text and "base" not in page_text  # blind: no policy names
         shown.append((tid, at.code[0].value, at.code[1].value, left, right))
-        at.button_group(key=f"rate_left_{tid}").set_value(left)
+        at.button_group(key=f"rate_left_{view}").set_value(left)
         at = (
-            at.button_group(key=f"rate_right_{tid}").set_value(right).run()
+            at.button_group(key=f"rate_right_{view}").set_value(right).run()
         )  # Submit is enabled once both are scored
-        at = at.button(key=f"rate_submit_{tid}").click().run()
+        at = at.button(key=f"rate_submit_{view}").click().run()
         assert not at.exception
     assert "Nothing left to rate" in texts(at, "success")
     rows = {r["task_id"]: r for r in store.ratings(cid) if r["annotator"] == "ann"}
@@ -37,6 +49,7 @@ def test_annotator_rates_blind_and_exactly_those_ratings_are_stored(campaign):
             (t["text_a"], t["text_b"]) if r["shown_order"] == "ab" else (t["text_b"], t["text_a"])
         )
         assert (r["score_a"], r["score_b"]) == ((left, right) if r["shown_order"] == "ab" else (right, left))
+        assert r["simulated"] is False
     at = app(db, AUDITOR, cid)
     at.switch_page("app_pages/agreement.py").run()
     assert not at.exception and at.metric[1].value == "3"  # ratings
@@ -52,17 +65,18 @@ def test_rate_skip_keeps_the_task_away_for_this_session_only(synthetic):
     at = app(db, who)
     skipped = []
     for _ in made:
-        skipped.append(task_id(at))
+        skipped.append(view_token(at))
         at = at.button(key=f"rate_skip_{skipped[-1]}").click().run()
         assert not at.exception
-    assert sorted(skipped) == sorted(made) and "Nothing left to rate" in texts(at, "success")
+    assert sorted(store.rating_view(v)["task_id"] for v in skipped) == sorted(made)
+    assert "Nothing left to rate" in texts(at, "success")
     assert "2 skipped this session" in texts(at, "caption")
     assert store.next_task("sam") is None and store.ratings(cid) == []  # skips are not ratings
     (n,) = store.cursor().execute("SELECT count(*) FROM rating_skips WHERE annotator = 'sam'").fetchone()
     assert n == 2
-    assert task_id(app(db, who)) == skipped[0]  # a new session serves them again
+    assert view_token(app(db, who)) == skipped[0]  # a new session serves them again, in the same view
     at = button(at, "Show the 2 skipped task(s) again").click().run()
-    assert task_id(at) == skipped[0]
+    assert view_token(at) == skipped[0]
     # Blind: the keyboard script and the page name no policy and show no reward.
     page = texts(at, "markdown") + texts(at, "caption") + "".join(h.proto.body for h in at.get("html"))
     assert "reference" not in page and "base" not in page and "reward" not in page.lower()

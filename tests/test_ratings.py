@@ -1,5 +1,6 @@
 """Human ratings on a real DuckDB file: task building, serving, submission rules, and the statistics
 (human eval diff, Krippendorff's alpha, reward-human correlation) against hand-computed and scipy values.
+Blinding (random sides and display orders), gate tasks and the simulated annotator: tests/test_blinding.py.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from scipy import stats as sps
 import engine.store
 from engine import ratings as hr
 from engine.cli.governance import register as add_parsers
+from engine.steps.grow import SAMPLE_SCHEMA
 from engine.store.core import CoreStore
 from engine.store.drift import DriftMixin
-from engine.store.ratings import RatingsMixin, shown_order
-from engine.steps.grow import SAMPLE_SCHEMA
+from engine.store.ratings import RatingsMixin
 
 CID = "camp"
 SOURCES = [f"s{i}" for i in range(12)]
@@ -33,6 +34,20 @@ class S(RatingsMixin, DriftMixin, CoreStore):
 
 def _reward(g: int, i: int, k: int) -> float:
     return round(0.1 * g + 0.05 * k + 0.01 * i, 4)
+
+
+def _side(task: dict, policy: str) -> str:
+    """'a' or 'b': the stored side of `policy` in a task (drawn at random when the task was made)."""
+    assert policy in (task["policy_a"], task["policy_b"])
+    return "a" if task["policy_a"] == policy else "b"
+
+
+def _by_policy(task: dict) -> dict[str, tuple]:
+    """policy -> (text, grow, sample_idx) of its side of the task."""
+    return {
+        task["policy_a"]: (task["text_a"], task["grow_a"], task["sample_idx_a"]),
+        task["policy_b"]: (task["text_b"], task["grow"], task["sample_idx_b"]),
+    }
 
 
 @pytest.fixture
@@ -83,26 +98,30 @@ def test_tasks_pair_samples_of_the_same_source_and_are_seeded(store: S):
     assert out["n_tasks"] == 5 and out["batch"] == "b1"
     tasks = store.rating_tasks(CID)
     for t in tasks:
-        assert t["text_a"].startswith(f"base says {t['source_id']}/") and t["text_b"].startswith(
+        side = _by_policy(t)
+        assert set(side) == {"base", "g1-i1"} and t["baseline"] == "base" and t["split"] == "train"
+        assert side["base"][0].startswith(f"base says {t['source_id']}/") and side["g1-i1"][0].startswith(
             f"g1-i1 says {t['source_id']}/"
         )
-        assert t["source"] == f"source {t['source_id']}" and t["grow"] == 2 and t["grow_a"] == 1
-    # The same seed on the same data picks the same sources and samples.
-    first = [(t["source_id"], t["text_a"], t["text_b"]) for t in tasks]
+        assert t["source"] == f"source {t['source_id']}" and side["base"][1] == 1 and side["g1-i1"][1] == 2
+    # The same seed on the same data picks the same sources and samples (whichever side each lands on).
+    first = [(t["source_id"], _by_policy(t)) for t in tasks]
     store.cursor().execute("DELETE FROM rating_tasks")
     store.create_rating_tasks(CID, "base", "g1-i1", n=5, required_ratings=2, seed=7)
-    assert [(t["source_id"], t["text_a"], t["text_b"]) for t in store.rating_tasks(CID)] == first
-    # A second batch takes only new sources, and stops when none are left.
+    assert [(t["source_id"], _by_policy(t)) for t in store.rating_tasks(CID)] == first
+    # A second batch takes only new sources, and stops when none are left (the pair named either way round).
     more = store.create_rating_tasks(CID, "base", "g1-i1", n=100, required_ratings=2, seed=1)
     assert more["n_tasks"] == len(SOURCES) - 5 and more["batch"] == "b2"
     assert len({t["source_id"] for t in store.rating_tasks(CID)}) == len(SOURCES)
     assert store.create_rating_tasks(CID, "base", "g1-i1", n=3, seed=2)["n_tasks"] == 0
+    assert store.create_rating_tasks(CID, "g1-i1", "base", n=3, seed=2)["n_tasks"] == 0
 
 
 def test_reference_side_and_unknown_policy(store: S):
     store.create_rating_tasks(CID, "reference", "g1-i1", n=3, seed=0)
     for t in store.rating_tasks(CID):
-        assert t["text_a"] == f"reference {t['source_id']}" and t["sample_idx_a"] == -1 and t["grow_a"] == 2
+        # The reference takes the Grow step of the sample it is paired with (its row mixed into D_g).
+        assert _by_policy(t)["reference"] == (f"reference {t['source_id']}", 2, -1)
     with pytest.raises(ValueError, match=r"policy 'g9-i9' has no samples.*\['base', 'g1-i1'\]"):
         store.create_rating_tasks(CID, "base", "g9-i9", n=3)
     with pytest.raises(ValueError, match="compares two policies"):
@@ -127,24 +146,39 @@ def test_annotator_never_gets_a_task_twice_and_complete_tasks_are_not_served(sto
         "unrated": 0,
         "ratings": 6,
         "annotators": 2,
+        "simulated": 0,
     }
 
 
 def test_shown_order_is_per_annotator_and_stored(store: S):
     store.create_rating_tasks(CID, "base", "g1-i1", n=1, required_ratings=50, seed=0)
     (task,) = store.rating_tasks(CID)
-    orders = {f"a{i}": shown_order(f"a{i}", task["task_id"]) for i in range(40)}
+    served = {f"a{i}": store.next_task(f"a{i}", CID) for i in range(40)}
+    orders = {a: t["shown_order"] for a, t in served.items()}
     assert set(orders.values()) == {"ab", "ba"}  # a coin per annotator, not one order for all
     ann = next(a for a, o in orders.items() if o == "ba")
     t = store.next_task(ann, CID)
     assert t["shown_order"] == "ba" == store.next_task(ann, CID)["shown_order"]  # stable across reloads
+    assert t["view"] == served[ann]["view"] and len({s["view"] for s in served.values()}) == 40
+    assert store.rating_view(t["view"]) | {"served_at": None} == {
+        "task_id": task["task_id"],
+        "annotator": ann,
+        "shown_order": "ba",
+        "token": t["view"],
+        "served_at": None,
+    }
     assert (t["text_left"], t["text_right"]) == (task["text_b"], task["text_a"])
-    assert "policy_a" not in t and "policy_b" not in t  # blind
-    store.submit_rating(t["task_id"], ann, score_left=6, score_right=1, shown_order=t["shown_order"])
+    assert "policy_a" not in t and "policy_b" not in t and "baseline" not in t  # blind
+    # The order comes from the store: a page claiming the other order is refused; none given, the stored one.
+    with pytest.raises(ValueError, match=f"shown to '{ann}' in order 'ba', not 'ab'"):
+        store.submit_rating(t["task_id"], ann, 6, 1, "ab")
+    store.submit_rating(t["task_id"], ann, score_left=6, score_right=1)
     (r,) = store.ratings(CID)
     assert (r["score_a"], r["score_b"], r["shown_order"], r["annotator"]) == (1, 6, "ba", ann) and r[
         "ts"
     ] is not None
+    with pytest.raises(ValueError, match="never served to 'nobody'"):
+        store.submit_rating(t["task_id"], "nobody", 3, 3)
 
 
 def test_ratings_are_append_only_and_bad_input_is_refused(store: S):
@@ -248,7 +282,8 @@ def test_agreement_builds_units_from_both_sides():
 
 
 def test_reward_human_correlation_hand_computed_and_scipy():
-    # Ranks differ by d = (-1, 1, -1, 1, 0): rho = 1 - 6*4 / (5*24) = 0.8; 2 discordant pairs of 10: tau = 0.6.
+    # Ranks differ by d = (-1, 1, -1, 1, 0): rho = 1 - 6*4 / (5*24) = 0.8;
+    # 2 discordant pairs of 10: tau = 0.6.
     res = hr.reward_human_correlation(zip([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]))
     assert res["spearman_rho"] == pytest.approx(0.8) and res["kendall_tau"] == pytest.approx(0.6)
     rng = np.random.default_rng(3)
@@ -266,9 +301,12 @@ def test_correlation_per_grow_from_the_store(store: S):
     store.create_rating_tasks(CID, "base", "g1-i1", n=12, required_ratings=1, seed=0)
     for t in store.rating_tasks(CID):
         i = SOURCES.index(t["source_id"])
-        ra, rb = _reward(1, i, t["sample_idx_a"]), _reward(2, i, t["sample_idx_b"])
-        # People agree with the reward on grow 1's texts and disagree on grow 2's: the reward stopped tracking them.
-        store.submit_rating(t["task_id"], "ann", round((ra - 0.1) * 20), 6 - round((rb - 0.2) * 20), "ab")
+        # People agree with the reward on grow 1's texts and disagree on grow 2's: it stopped tracking them.
+        human = {
+            g: round((_reward(g, i, k) - 0.1) * 20) if g == 1 else 6 - round((_reward(g, i, k) - 0.2) * 20)
+            for g, k in ((t["grow_a"], t["sample_idx_a"]), (t["grow"], t["sample_idx_b"]))
+        }
+        store.submit_rating(t["task_id"], "ann", human[t["grow_a"]], human[t["grow"]], "ab")
     rows = store.rated_rewards(CID)
     assert len(rows) == 24
     assert all(
@@ -317,8 +355,8 @@ def test_cli_ratings_create_and_stats(store: S, monkeypatch, capsys):
     )
     assert "created 4 rating tasks in batch b1 (base vs g1-i1, 1 ratings each)" in capsys.readouterr().out
     s = S(db)
-    for t in s.rating_tasks(CID):
-        s.submit_rating(t["task_id"], "ann", 2, 5, "ab")
+    for t in s.rating_tasks(CID):  # base 2, g1-i1 5, whichever side each was stored on
+        s.submit_rating(t["task_id"], "ann", *((2, 5) if t["policy_a"] == "base" else (5, 2)), "ab")
     s.close()
     assert _cli(["ratings", "stats", CID, "--db", db]) == 0
     out = capsys.readouterr().out

@@ -1,5 +1,5 @@
-"""Agreement (auditor; operators too): annotator agreement, the human eval diff with its interval, and how well
-the reward tracks people per Grow step (Spearman, Kendall).
+"""Agreement (auditor; operators too): annotator agreement, the human eval diff with its interval, and how
+well the reward tracks people per Grow step (Spearman, Kendall).
 """
 
 import streamlit as st
@@ -30,7 +30,15 @@ c4.metric(
     a["label"],
     delta_color="off",
 )
-st.subheader("Human eval diff (policy b minus baseline a, 0..6 scale)")
+sim = stats["simulated"]
+if sim["ratings"]:
+    st.warning(
+        f"{sim['ratings']} of {p['ratings']} ratings are simulated (written by "
+        f"{', '.join(sim['annotators'])} from an oracle metric, not by people); "
+        "every figure below includes them.",
+        icon=":material/smart_toy:",
+    )
+st.subheader("Human eval diff (policy under review minus its baseline, 0..6 scale)")
 st.dataframe(stats["pairs"], hide_index=True, key="agree_pairs")
 st.subheader("Reward vs human score per Grow step")
 st.dataframe(stats["correlation"], hide_index=True, key="agree_corr")

@@ -2,7 +2,8 @@
 
 Scores 0..6 for each candidate (the paper's protocol); ratings and skips are append-only in the store. A task
 skipped is not served again in this browser session. Keyboard: digits score, Enter submits
-(dashboard/rate_panel.py).
+(dashboard/rate_panel.py). The page names no policy and no task: it knows the task only by the opaque token of
+this annotator's view, and the store maps the scores back to the stored sides.
 """
 
 import streamlit as st
@@ -15,7 +16,7 @@ from engine.store import now
 user = require_page("rate")
 store = service().store
 st.title("Rate")
-queries.needs("next_task", "submit_rating", "ratings", "skip_task")
+queries.needs("next_task", "submit_view", "ratings", "skip_view")
 if user["role"] == "operator":
     with st.expander("Create rating tasks (operators)", icon=":material/add_task:"):
         rate_panel.create_tasks_form(store, queries.pick_campaign("rate_pick"))
@@ -33,19 +34,19 @@ if task is None:
         st.session_state.rate_since = now()
         st.rerun()
     st.stop()
-tid = task["task_id"]
-st.caption(f"Task {tid} · {task['n_ratings']} of {task['required_ratings']} ratings so far")
+view = task["view"]
+st.caption(f"{task['n_ratings']} of {task['required_ratings']} ratings so far")
 scores = rate_panel.task_panel(task)
 c1, c2, _ = st.columns([1, 1, 4])
 if c1.button(
-    "Submit", key=f"rate_submit_{tid}", type="primary", disabled=None in scores.values(), help="Enter"
+    "Submit", key=f"rate_submit_{view}", type="primary", disabled=None in scores.values(), help="Enter"
 ):
-    store.submit_rating(tid, user["name"], scores["left"], scores["right"], task["shown_order"])
+    store.submit_view(view, user["name"], scores["left"], scores["right"])
     st.rerun()
 if c2.button(
-    "Skip", key=f"rate_skip_{tid}", help="Pass on this task: it is not shown to you again in this session"
+    "Skip", key=f"rate_skip_{view}", help="Pass on this task: it is not shown to you again in this session"
 ):
-    store.skip_task(tid, user["name"])
+    store.skip_view(view, user["name"])
     st.rerun()
 st.caption(
     "Keyboard: **0**–**6** score the highlighted candidate (the highlight then moves to the other one), "

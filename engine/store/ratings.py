@@ -1,12 +1,18 @@
-"""Human side-by-side ratings in DuckDB: rating tasks built from two policies' samples, append-only ratings.
+"""Human side-by-side ratings in DuckDB: rating tasks built from two policies' outputs, append-only ratings.
 
-Annotators are plain name strings here (a later issue adds a users table with password hashes).
+Blinding. Which policy is stored as side a of a task is drawn at random when the task is created
+(`policy_a`/`policy_b` mean "stored side a/b"; `baseline` records the policy the task was requested against).
+The order an annotator sees the two sides in is drawn with `secrets` the first time the task is served to
+them and kept in `rating_views` with an opaque token, so a reload shows the same sides, nobody can recompute
+the order, and a submission takes the order from the store rather than from the page.
+
+Annotators are plain name strings here (engine/store/users.py holds the accounts).
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
+import secrets
 
 import duckdb
 
@@ -15,30 +21,38 @@ from .core import now
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS rating_task_seq;
 CREATE SEQUENCE IF NOT EXISTS rating_seq;
+CREATE TABLE IF NOT EXISTS eval_outputs (
+    campaign_id VARCHAR, policy VARCHAR, split VARCHAR, source_id VARCHAR, text VARCHAR, n_tokens INTEGER,
+    reward DOUBLE, shard_id VARCHAR);
 CREATE TABLE IF NOT EXISTS rating_tasks (
     task_id BIGINT DEFAULT nextval('rating_task_seq') PRIMARY KEY, campaign_id VARCHAR NOT NULL,
     batch VARCHAR NOT NULL, source_id VARCHAR NOT NULL, source VARCHAR NOT NULL,
     policy_a VARCHAR NOT NULL, text_a VARCHAR NOT NULL, policy_b VARCHAR NOT NULL, text_b VARCHAR NOT NULL,
-    grow INTEGER,                 -- Grow step of side b's sample (the policy under review)
+    grow INTEGER,                 -- Grow step of side b's sample (NULL for validation outputs)
     required_ratings INTEGER NOT NULL, created_at TIMESTAMP NOT NULL,
-    grow_a INTEGER, sample_idx_a INTEGER, sample_idx_b INTEGER);  -- locate each side's row in samples
+    grow_a INTEGER, sample_idx_a INTEGER, sample_idx_b INTEGER,  -- locate each side's row in samples
+    baseline VARCHAR,             -- the policy the other one is judged against (NULL: side a, older tasks)
+    split VARCHAR);               -- the candidates' split: 'train' (Grow samples) or an eval split
+ALTER TABLE rating_tasks ADD COLUMN IF NOT EXISTS baseline VARCHAR;
+ALTER TABLE rating_tasks ADD COLUMN IF NOT EXISTS split VARCHAR;
 CREATE TABLE IF NOT EXISTS ratings (
     rating_id BIGINT DEFAULT nextval('rating_seq') PRIMARY KEY, task_id BIGINT NOT NULL,
     annotator VARCHAR NOT NULL, score_a SMALLINT NOT NULL, score_b SMALLINT NOT NULL,
     shown_order VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
+    simulated BOOLEAN DEFAULT false,  -- written by engine.ratings.simulate_ratings, not by a person
     UNIQUE (task_id, annotator));  -- backstop for two submissions racing past the check in submit_rating
+ALTER TABLE ratings ADD COLUMN IF NOT EXISTS simulated BOOLEAN DEFAULT false;
 CREATE TABLE IF NOT EXISTS rating_skips (  -- append-only: an annotator passed on a task (see next_task)
     task_id BIGINT NOT NULL, annotator VARCHAR NOT NULL, ts TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS rating_views (  -- the display order drawn when a task is first served to someone
+    task_id BIGINT NOT NULL, annotator VARCHAR NOT NULL, shown_order VARCHAR NOT NULL,
+    token VARCHAR NOT NULL UNIQUE, served_at TIMESTAMP NOT NULL, PRIMARY KEY (task_id, annotator));
 """
 
 REFERENCE = "reference"  # pseudo-policy: the original reference of the source (sample_idx -1)
 SCORES = range(0, 7)  # the paper's 0..6 scale
-
-
-def shown_order(annotator: str, task_id: int) -> str:
-    """'ab' or 'ba': a stable per-(annotator, task) coin, so a page reload shows the same sides again."""
-    h = hashlib.sha256(f"{annotator}\x00{task_id}".encode()).digest()
-    return "ab" if h[0] % 2 == 0 else "ba"
+ORDERS = ("ab", "ba")
+_SIDES = random.SystemRandom()  # stored sides: not reproducible from a seed, unlike the choice of sources
 
 
 def _check_score(name: str, v) -> int:
@@ -48,13 +62,21 @@ def _check_score(name: str, v) -> int:
     return int(v)
 
 
+def _check_annotator(annotator: str) -> None:
+    if not annotator or not annotator.strip():
+        raise ValueError("annotator name is empty")
+
+
 class RatingsMixin:
     SCHEMA = SCHEMA
 
     # ---------------------------------------------------------------- tasks
     def _rating_sources(self, cid: str, policy: str) -> set[str]:
         if policy == REFERENCE:
-            sql = "SELECT source_id FROM prompts WHERE campaign_id = ? AND split = 'train' AND coalesce(reference, '') <> ''"
+            sql = (
+                "SELECT source_id FROM prompts WHERE campaign_id = ? AND split = 'train' "
+                "AND coalesce(reference, '') <> ''"
+            )
             return {r[0] for r in self.cursor().execute(sql, [cid]).fetchall()}
         sql = (
             "SELECT DISTINCT source_id FROM samples WHERE campaign_id = ? AND policy = ? AND sample_idx >= 0"
@@ -65,8 +87,8 @@ class RatingsMixin:
         """(grow, sample_idx, text) candidates per source, in a stable order so a seed picks the same one."""
         if policy == REFERENCE:
             sql = (
-                "SELECT source_id, NULL, -1, reference FROM prompts WHERE campaign_id = ? AND split = 'train' "
-                "AND list_contains(?, source_id)"
+                "SELECT source_id, NULL, -1, reference FROM prompts WHERE campaign_id = ? "
+                "AND split = 'train' AND list_contains(?, source_id)"
             )
             params = [cid, sids]
         else:
@@ -80,210 +102,458 @@ class RatingsMixin:
             out.setdefault(sid, []).append((g, idx, text))
         return out
 
+    def _check_pair(self, cid: str, baseline: str, other: str, n: int, required_ratings: int) -> None:
+        if baseline == other:
+            raise ValueError(f"both policies are {baseline!r}: a task compares two policies")
+        if n < 1 or required_ratings < 1:
+            raise ValueError(
+                f"n and required_ratings must be >= 1, got n={n}, required_ratings={required_ratings}"
+            )
+        if self.campaign(cid) is None:  # type: ignore[attr-defined]
+            raise KeyError(f"no campaign {cid!r}")
+
+    def _tasked_sources(self, cid: str, p: str, q: str, split: str) -> set[str]:
+        """Sources already tasked for the pair {p, q} on `split`, whichever side each policy is on."""
+        sql = (
+            "SELECT source_id FROM rating_tasks WHERE campaign_id = ? AND coalesce(split, 'train') = ? "
+            "AND ((policy_a = ? AND policy_b = ?) OR (policy_a = ? AND policy_b = ?))"
+        )
+        return {r[0] for r in self.cursor().execute(sql, [cid, split, p, q, q, p]).fetchall()}
+
+    def _next_batch(self, cid: str) -> str:
+        (k,) = (
+            self.cursor()
+            .execute("SELECT count(DISTINCT batch) FROM rating_tasks WHERE campaign_id = ?", [cid])
+            .fetchone()
+        )
+        return f"b{k + 1}"
+
+    def _insert_tasks(self, rows: list[dict]) -> list[int]:
+        """Insert tasks given as (baseline side, other side); which one is stored as side a is drawn here.
+
+        Each row: campaign_id, batch, source_id, source, split, required_ratings, baseline, and `sides`, a
+        pair of (policy, text, grow, sample_idx) for the baseline and the other policy.
+        """
+        t, ids = now(), []
+        with self.transaction() as cur:  # type: ignore[attr-defined]
+            for r in rows:
+                a, b = r["sides"]
+                if _SIDES.random() < 0.5:
+                    a, b = b, a
+                (tid,) = cur.execute(
+                    "INSERT INTO rating_tasks (campaign_id, batch, source_id, source, policy_a, text_a, "
+                    "policy_b, text_b, grow, required_ratings, created_at, grow_a, sample_idx_a, "
+                    "sample_idx_b, baseline, split) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING task_id",
+                    [
+                        r["campaign_id"],
+                        r["batch"],
+                        r["source_id"],
+                        r["source"],
+                        a[0],
+                        a[1],
+                        b[0],
+                        b[1],
+                        b[2],
+                        r["required_ratings"],
+                        t,
+                        a[2],
+                        a[3],
+                        b[3],
+                        r["baseline"],
+                        r["split"],
+                    ],
+                ).fetchone()
+                ids.append(int(tid))
+        return ids
+
     def create_rating_tasks(
         self,
         cid: str,
-        policy_a: str,
-        policy_b: str,
+        baseline: str,
+        other: str,
         n: int,
         required_ratings: int = 3,
         seed: int = 0,
         batch: str | None = None,
     ) -> dict:
-        """Up to `n` new tasks, one per source, each pairing one seeded-random sample of each policy.
+        """Up to `n` new tasks from Grow samples, one per training source, pairing one seeded-random sample of
+        each policy.
 
-        Policies are checkpoint ids ("base", "g1-i2") or "reference". Sources that already have a task for
-        the same pair are skipped, so a second call adds new sources. Returns {batch, n_tasks, task_ids}.
+        Policies are checkpoint ids ("base", "g1-i2") or "reference"; `baseline` is recorded as the policy the
+        other is judged against. The seed picks the sources and the samples; which policy is stored as side
+        a is drawn per task from the system's randomness. Sources that already have a task for the same pair
+        (in either orientation) are skipped, so a second call adds new sources. Returns
+        {batch, n_tasks, task_ids}.
         """
-        if policy_a == policy_b:
-            raise ValueError(f"policy_a and policy_b are both {policy_a!r}: a task compares two policies")
-        if n < 1 or required_ratings < 1:
-            raise ValueError(
-                f"n and required_ratings must be >= 1, got n={n}, required_ratings={required_ratings}"
-            )
-        if self.campaign(cid) is None:
-            raise KeyError(f"no campaign {cid!r}")
-        have = {p: self._rating_sources(cid, p) for p in (policy_a, policy_b)}
+        self._check_pair(cid, baseline, other, n, required_ratings)
+        have = {p: self._rating_sources(cid, p) for p in (baseline, other)}
         for p, s in have.items():
             if not s:
                 known = [
                     r[0]
                     for r in self.cursor()
                     .execute(
-                        "SELECT DISTINCT policy FROM samples WHERE campaign_id = ? AND sample_idx >= 0 ORDER BY 1",
+                        "SELECT DISTINCT policy FROM samples WHERE campaign_id = ? AND sample_idx >= 0 "
+                        "ORDER BY 1",
                         [cid],
                     )
                     .fetchall()
                 ]
                 raise ValueError(
-                    f"policy {p!r} has no samples in campaign {cid}; sampled policies: {known} (or 'reference')"
+                    f"policy {p!r} has no samples in campaign {cid}; "
+                    f"sampled policies: {known} (or 'reference')"
                 )
-        done = {
-            r[0]
-            for r in self.cursor()
-            .execute(
-                "SELECT source_id FROM rating_tasks WHERE campaign_id = ? AND policy_a = ? AND policy_b = ?",
-                [cid, policy_a, policy_b],
-            )
-            .fetchall()
-        }
-        common = sorted((have[policy_a] & have[policy_b]) - done)
+        done = self._tasked_sources(cid, baseline, other, "train")
+        common = sorted((have[baseline] & have[other]) - done)
         rng = random.Random(seed)  # Python's RNG, not DuckDB's hash(): stable across DuckDB versions
         chosen = sorted(rng.sample(common, min(n, len(common))))
         if not chosen:
             return {"batch": batch, "n_tasks": 0, "task_ids": []}
-        cand = {p: self._rating_candidates(cid, p, chosen) for p in (policy_a, policy_b)}
+        cand = {p: self._rating_candidates(cid, p, chosen) for p in (baseline, other)}
         src = dict(
             self.cursor()
             .execute(
-                "SELECT source_id, source FROM prompts WHERE campaign_id = ? AND split = 'train' AND list_contains(?, source_id)",
+                "SELECT source_id, source FROM prompts WHERE campaign_id = ? AND split = 'train' "
+                "AND list_contains(?, source_id)",
                 [cid, chosen],
             )
             .fetchall()
         )
-        if batch is None:
-            (k,) = (
-                self.cursor()
-                .execute("SELECT count(DISTINCT batch) FROM rating_tasks WHERE campaign_id = ?", [cid])
-                .fetchone()
+        batch = batch or self._next_batch(cid)
+        rows = []
+        for sid in chosen:
+            ga, ia, ta = rng.choice(cand[baseline][sid])
+            gb, ib, tb = rng.choice(cand[other][sid])
+            # A reference has no Grow step of its own: its reward row is the original pair mixed into D_g.
+            ga, gb = ga if ga is not None else gb, gb if gb is not None else ga
+            rows.append(
+                dict(
+                    campaign_id=cid,
+                    batch=batch,
+                    source_id=sid,
+                    source=src.get(sid, ""),
+                    split="train",
+                    required_ratings=required_ratings,
+                    baseline=baseline,
+                    sides=((baseline, ta, ga, ia), (other, tb, gb, ib)),
+                )
             )
-            batch = f"b{k + 1}"
-        t, ids = now(), []
-        with self.transaction() as cur:  # type: ignore[attr-defined]
-            for sid in chosen:
-                ga, ia, ta = rng.choice(cand[policy_a][sid])
-                gb, ib, tb = rng.choice(cand[policy_b][sid])
-                # A reference has no Grow step of its own: its reward row is the original pair mixed into D_g.
-                ga, gb = ga if ga is not None else gb, gb if gb is not None else ga
-                (tid,) = cur.execute(
-                    "INSERT INTO rating_tasks (campaign_id, batch, source_id, source, policy_a, text_a, policy_b, text_b, "
-                    "grow, required_ratings, created_at, grow_a, sample_idx_a, sample_idx_b) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING task_id",
-                    [
-                        cid,
-                        batch,
-                        sid,
-                        src.get(sid, ""),
-                        policy_a,
-                        ta,
-                        policy_b,
-                        tb,
-                        gb,
-                        required_ratings,
-                        t,
-                        ga,
-                        ia,
-                        ib,
-                    ],
-                ).fetchone()
-                ids.append(tid)
+        ids = self._insert_tasks(rows)
         return {"batch": batch, "n_tasks": len(ids), "task_ids": ids}
 
-    # ---------------------------------------------------------------- serving and submitting
-    def next_task(self, annotator: str, cid: str | None = None, skipped_since=None) -> dict | None:
-        """The next open task this annotator has not rated nor skipped, sides in their own order; None when nothing is left.
+    def _eval_texts(self, cid: str, policy: str, split: str) -> dict[str, str]:
+        """source_id -> text of `policy` on `split`: its greedy output, or the reference for 'reference'."""
+        if policy == REFERENCE:
+            sql = (
+                "SELECT source_id, reference FROM prompts WHERE campaign_id = ? AND split = ? "
+                "AND coalesce(reference, '') <> ''"
+            )
+            return dict(self.cursor().execute(sql, [cid, split]).fetchall())
+        # One row per (policy, split, source) is expected; should a source appear twice, the first shard wins.
+        sql = (
+            "SELECT source_id, first(text ORDER BY shard_id NULLS LAST, text) FROM eval_outputs "
+            "WHERE campaign_id = ? AND policy = ? AND split = ? AND text IS NOT NULL GROUP BY source_id"
+        )
+        return dict(self.cursor().execute(sql, [cid, policy, split]).fetchall())
 
-        Tasks with the most ratings come first so tasks complete (and overlap for agreement) before new ones
-        start. Policy names are left out: the annotator rates blind. A task this annotator skipped at or after
-        `skipped_since` (a UTC timestamp, e.g. the start of their session) is not served; None leaves out
-        every task they ever skipped.
+    def create_gate_tasks(
+        self,
+        cid: str,
+        policy: str,
+        baseline: str = "base",
+        split: str = "validation",
+        n: int = 50,
+        required_ratings: int = 3,
+        seed: int = 0,
+        batch: str | None = None,
+    ) -> dict:
+        """Side-by-side tasks for the human gate from `eval_outputs`: `policy` against `baseline` on the same
+        sources of `split`, until the pair has `n` tasks on that split.
+
+        Idempotent: sources already tasked for the pair (either orientation) are skipped and only the
+        shortfall is created, so calling it every time the gate is checked adds nothing once `n` exist (or
+        once every common source is tasked). The seed picks the sources; the stored sides are drawn at random
+        per task. `baseline` may be "reference" (the split's references). Raises ValueError when either
+        policy has no output on `split`. Returns {batch, n_tasks (new), task_ids (new), n_existing}.
         """
+        self._check_pair(cid, baseline, policy, n, required_ratings)
+        texts = {p: self._eval_texts(cid, p, split) for p in (baseline, policy)}
+        for p, t in texts.items():
+            if not t:
+                known = [
+                    r[0]
+                    for r in self.cursor()
+                    .execute(
+                        "SELECT DISTINCT policy FROM eval_outputs WHERE campaign_id = ? AND split = ? "
+                        "ORDER BY 1",
+                        [cid, split],
+                    )
+                    .fetchall()
+                ]
+                raise ValueError(
+                    f"policy {p!r} has no {split} outputs in campaign {cid}; policies with {split} outputs: "
+                    f"{known} (or 'reference')"
+                )
+        done = self._tasked_sources(cid, baseline, policy, split)
+        src = dict(
+            self.cursor()
+            .execute(
+                "SELECT source_id, source FROM prompts WHERE campaign_id = ? AND split = ?", [cid, split]
+            )
+            .fetchall()
+        )
+        # A task without its source cannot be rated: only sources the store knows the text of are used.
+        common = sorted((texts[baseline].keys() & texts[policy].keys() & src.keys()) - done)
+        want = max(0, n - len(done))
+        chosen = sorted(random.Random(seed).sample(common, min(want, len(common))))
+        out = {"batch": batch, "n_tasks": 0, "task_ids": [], "n_existing": len(done)}
+        if not chosen:
+            return out
+        batch = batch or f"gate-{policy}"
+        rows = [
+            dict(
+                campaign_id=cid,
+                batch=batch,
+                source_id=sid,
+                source=src[sid],
+                split=split,
+                required_ratings=required_ratings,
+                baseline=baseline,
+                sides=(
+                    (baseline, texts[baseline][sid], None, None),
+                    (policy, texts[policy][sid], None, None),
+                ),
+            )
+            for sid in chosen
+        ]
+        ids = self._insert_tasks(rows)
+        return out | {"batch": batch, "n_tasks": len(ids), "task_ids": ids}
+
+    # ---------------------------------------------------------------- serving and submitting
+    def _view(self, task_id: int, annotator: str) -> dict | None:
+        rows = self._rows(  # type: ignore[attr-defined]
+            "SELECT task_id, annotator, shown_order, token, served_at FROM rating_views "
+            "WHERE task_id = ? AND annotator = ?",
+            [task_id, annotator],
+        )
+        return rows[0] if rows else None
+
+    def _serve(self, task_id: int, annotator: str, order: str | None = None) -> dict:
+        """This annotator's view of a task: drawn and stored on the first call, read back on later ones."""
+        view = self._view(task_id, annotator)
+        if view is not None:
+            return view
+        try:
+            self.cursor().execute(
+                "INSERT INTO rating_views VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [task_id, annotator, order or secrets.choice(ORDERS), secrets.token_hex(8), now()],
+            )
+        except (duckdb.ConstraintException, duckdb.TransactionException):
+            pass  # another thread served the same view first: read theirs
+        view = self._view(task_id, annotator)
+        assert view is not None
+        return view
+
+    def rating_view(self, token: str) -> dict | None:
+        """The view behind an opaque token: task_id, annotator, shown_order, served_at; None if unknown."""
+        rows = self._rows(  # type: ignore[attr-defined]
+            "SELECT task_id, annotator, shown_order, token, served_at FROM rating_views WHERE token = ?",
+            [token],
+        )
+        return rows[0] if rows else None
+
+    def next_task(self, annotator: str, cid: str | None = None, skipped_since=None) -> dict | None:
+        """The next open task this annotator has not rated nor skipped, in their stored order; None when done.
+
+        A task already served to this annotator comes back first (a reload shows the same task and sides),
+        then the tasks with the most ratings, so tasks complete (and overlap for agreement) before new ones
+        start. The display order is drawn on the first serving and stored (`rating_views`); `view` is the
+        opaque token a page uses instead of the task id. Policy names are left out: the annotator rates blind.
+        A task this annotator skipped at or after `skipped_since` (a UTC timestamp, e.g. the start of their
+        session) is not served; None leaves out every task they ever skipped.
+        """
+        _check_annotator(annotator)
         where = "t.campaign_id = $cid AND " if cid is not None else ""
         sql = (
             "WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, bool_or(annotator = $who) AS mine "
             "FROM ratings GROUP BY task_id), "
             "k AS (SELECT DISTINCT task_id FROM rating_skips WHERE annotator = $who "
-            "AND ($since::TIMESTAMP IS NULL OR ts >= $since::TIMESTAMP)) "
-            "SELECT t.task_id, t.campaign_id, t.batch, t.source_id, t.source, t.text_a, t.text_b, t.required_ratings, "
-            "coalesce(c.n, 0) AS n_ratings FROM rating_tasks t LEFT JOIN c USING (task_id) "
+            "AND ($since::TIMESTAMP IS NULL OR ts >= $since::TIMESTAMP)), "
+            "v AS (SELECT task_id FROM rating_views WHERE annotator = $who) "
+            "SELECT t.task_id, t.campaign_id, t.batch, t.source_id, t.source, t.text_a, t.text_b, "
+            "t.required_ratings, coalesce(c.n, 0) AS n_ratings "
+            "FROM rating_tasks t LEFT JOIN c USING (task_id) "
             f"WHERE {where}coalesce(c.n, 0) < t.required_ratings AND NOT coalesce(c.mine, false) "
             "AND t.task_id NOT IN (SELECT task_id FROM k) "
-            "ORDER BY n_ratings DESC, t.task_id LIMIT 1"
+            "ORDER BY t.task_id IN (SELECT task_id FROM v) DESC, n_ratings DESC, t.task_id LIMIT 1"
         )
         params = {"who": annotator, "since": skipped_since} | ({"cid": cid} if cid is not None else {})
-        rows = self._rows(sql, params)
+        rows = self._rows(sql, params)  # type: ignore[attr-defined]
         if not rows:
             return None
         r = rows[0]
-        order = shown_order(annotator, r["task_id"])
+        view = self._serve(r["task_id"], annotator)
         left, right = (r.pop("text_a"), r.pop("text_b"))
-        if order == "ba":
+        if view["shown_order"] == "ba":
             left, right = right, left
-        return r | {"text_left": left, "text_right": right, "shown_order": order}
+        return r | {
+            "text_left": left,
+            "text_right": right,
+            "shown_order": view["shown_order"],
+            "view": view["token"],
+        }
+
+    def _own_view(self, token: str, annotator: str) -> dict:
+        view = self.rating_view(token)
+        if view is None or view["annotator"] != annotator:
+            raise KeyError(f"no rating view {token!r} for {annotator!r}")
+        return view
 
     def skip_task(self, task_id: int, annotator: str) -> None:
-        """Append a skip: next_task passes over this task for this annotator (from now on, see `skipped_since`)."""
-        if not annotator or not annotator.strip():
-            raise ValueError("annotator name is empty")
+        """Append a skip: next_task passes over this task for this annotator (see `skipped_since`)."""
+        _check_annotator(annotator)
         cur = self.cursor()
         if not cur.execute("SELECT 1 FROM rating_tasks WHERE task_id = ?", [task_id]).fetchone():
             raise KeyError(f"no rating task {task_id}")
         cur.execute("INSERT INTO rating_skips VALUES (?, ?, ?)", [task_id, annotator, now()])
 
+    def skip_view(self, token: str, annotator: str) -> None:
+        """skip_task for the task behind a view token served to this annotator (what the Rate page calls)."""
+        self.skip_task(self._own_view(token, annotator)["task_id"], annotator)
+
+    def submit_view(self, token: str, annotator: str, score_left: int, score_right: int) -> int:
+        """Rate the task behind a view token served to this annotator; the order comes from the store."""
+        return self.submit_rating(
+            self._own_view(token, annotator)["task_id"], annotator, score_left, score_right
+        )
+
     def submit_rating(
-        self, task_id: int, annotator: str, score_left: int, score_right: int, shown_order: str
+        self,
+        task_id: int,
+        annotator: str,
+        score_left: int,
+        score_right: int,
+        shown_order: str | None = None,
+        simulated: bool = False,
     ) -> int:
-        """Append one rating; left/right are mapped back to a/b through `shown_order`. Returns the rating id."""
+        """Append one rating; left/right are mapped back to a/b through the order stored for this annotator.
+
+        `shown_order` None takes the order the task was served in (an error if it never was). Given, it must
+        agree with the stored order; a task never served through next_task gets it recorded as its view (a
+        rating made elsewhere whose order the caller knows). `simulated` marks a rating no person made.
+        Returns the rating id.
+        """
         sl, sr = _check_score("score_left", score_left), _check_score("score_right", score_right)
-        if shown_order not in ("ab", "ba"):
+        if shown_order is not None and shown_order not in ORDERS:
             raise ValueError(f"shown_order must be 'ab' or 'ba', got {shown_order!r}")
-        if not annotator or not annotator.strip():
-            raise ValueError("annotator name is empty")
-        score_a, score_b = (sl, sr) if shown_order == "ab" else (sr, sl)
+        _check_annotator(annotator)
         cur = self.cursor()
         if not cur.execute("SELECT 1 FROM rating_tasks WHERE task_id = ?", [task_id]).fetchone():
             raise KeyError(f"no rating task {task_id}")
-        dup = f"{annotator!r} already rated task {task_id}; ratings are append-only and one per annotator and task"
+        dup = (
+            f"{annotator!r} already rated task {task_id}; "
+            "ratings are append-only and one per annotator and task"
+        )
         if cur.execute(
             "SELECT 1 FROM ratings WHERE task_id = ? AND annotator = ?", [task_id, annotator]
         ).fetchone():
             raise ValueError(dup)
+        view = self._view(task_id, annotator)
+        if view is None and shown_order is None:
+            raise ValueError(
+                f"task {task_id} was never served to {annotator!r}: no display order to map back"
+            )
+        if view is not None and shown_order is not None and shown_order != view["shown_order"]:
+            raise ValueError(
+                f"task {task_id} was shown to {annotator!r} in order {view['shown_order']!r}, "
+                f"not {shown_order!r}"
+            )
+        order = self._serve(task_id, annotator, shown_order)["shown_order"]
+        score_a, score_b = (sl, sr) if order == "ab" else (sr, sl)
         try:
             (rid,) = cur.execute(
-                "INSERT INTO ratings (task_id, annotator, score_a, score_b, shown_order, ts) VALUES (?, ?, ?, ?, ?, ?) "
-                "RETURNING rating_id",
-                [task_id, annotator, score_a, score_b, shown_order, now()],
+                "INSERT INTO ratings (task_id, annotator, score_a, score_b, shown_order, ts, simulated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING rating_id",
+                [task_id, annotator, score_a, score_b, order, now(), bool(simulated)],
             ).fetchone()
         except duckdb.ConstraintException as e:
             raise ValueError(dup) from e
         return int(rid)
 
     # ---------------------------------------------------------------- reading
-    def ratings(self, cid: str) -> list[dict]:
-        return self._rows(
-            "SELECT r.rating_id, r.task_id, t.batch, t.source_id, t.grow, r.annotator, t.policy_a, t.policy_b, "
-            "r.score_a, r.score_b, r.shown_order, r.ts FROM ratings r JOIN rating_tasks t USING (task_id) "
-            "WHERE t.campaign_id = ? ORDER BY r.rating_id",
-            [cid],
+    def ratings(self, cid: str, simulated: bool | None = None) -> list[dict]:
+        """Every rating of the campaign with its task's policies and `split`.
+
+        `baseline` falls back to side a for tasks that recorded none (before sides were drawn at random,
+        side a was the baseline). `simulated` False keeps only people's ratings, True only simulated ones,
+        None every rating.
+        """
+        return self._rows(  # type: ignore[attr-defined]
+            "SELECT r.rating_id, r.task_id, t.batch, t.source_id, coalesce(t.split, 'train') AS split, "
+            "t.grow, "
+            "r.annotator, t.policy_a, t.policy_b, coalesce(t.baseline, t.policy_a) AS baseline, r.score_a, "
+            "r.score_b, r.shown_order, r.ts, coalesce(r.simulated, false) AS simulated "
+            "FROM ratings r JOIN rating_tasks t USING (task_id) "
+            "WHERE t.campaign_id = ? AND (?::BOOLEAN IS NULL OR coalesce(r.simulated, false) = ?::BOOLEAN) "
+            "ORDER BY r.rating_id",
+            [cid, simulated, simulated],
         )
 
     def rating_tasks(self, cid: str) -> list[dict]:
-        return self._rows("SELECT * FROM rating_tasks WHERE campaign_id = ? ORDER BY task_id", [cid])
+        return self._rows(  # type: ignore[attr-defined]
+            "SELECT * FROM rating_tasks WHERE campaign_id = ? ORDER BY task_id", [cid]
+        )
+
+    def open_tasks(self, cid: str, annotator: str) -> list[dict]:
+        """Tasks still short of ratings that `annotator` has not rated, with both sides and the source's
+        reference (what engine.ratings.simulate_ratings scores), in task order."""
+        return self._rows(  # type: ignore[attr-defined]
+            "WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, bool_or(annotator = $who) AS mine "
+            "FROM ratings GROUP BY task_id) "
+            "SELECT t.task_id, t.source_id, t.source, t.policy_a, t.text_a, t.policy_b, t.text_b, "
+            "p.reference FROM rating_tasks t LEFT JOIN c USING (task_id) "
+            "LEFT JOIN prompts p ON p.campaign_id = t.campaign_id "
+            "AND p.split = coalesce(t.split, 'train') AND p.source_id = t.source_id "
+            "WHERE t.campaign_id = $cid AND coalesce(c.n, 0) < t.required_ratings "
+            "AND NOT coalesce(c.mine, false) "
+            "ORDER BY t.task_id",
+            {"cid": cid, "who": annotator},
+        )
 
     def progress(self, cid: str) -> dict:
-        """Task and rating counts: tasks, complete, partial, unrated, ratings, annotators."""
-        return self._rows(
-            "WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, count(*) AS k FROM ratings GROUP BY task_id), "
-            "t AS (SELECT t.required_ratings AS req, coalesce(c.n, 0) AS n, coalesce(c.k, 0) AS k "
-            "FROM rating_tasks t LEFT JOIN c USING (task_id) WHERE t.campaign_id = ?) "
+        """Task and rating counts: tasks, complete, partial, unrated, ratings, annotators, and simulated (how
+        many of the ratings engine.ratings.simulate_ratings wrote)."""
+        return self._rows(  # type: ignore[attr-defined]
+            "WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, count(*) AS k, "
+            "count(*) FILTER (WHERE coalesce(simulated, false)) AS s FROM ratings GROUP BY task_id), "
+            "t AS (SELECT t.required_ratings AS req, coalesce(c.n, 0) AS n, coalesce(c.k, 0) AS k, "
+            "coalesce(c.s, 0) AS s FROM rating_tasks t LEFT JOIN c USING (task_id) WHERE t.campaign_id = ?) "
             "SELECT count(*) AS tasks, count(*) FILTER (WHERE n >= req) AS complete, "
             "count(*) FILTER (WHERE n > 0 AND n < req) AS partial, count(*) FILTER (WHERE n = 0) AS unrated, "
             "coalesce(sum(k), 0)::BIGINT AS ratings, "
-            "(SELECT count(DISTINCT annotator) FROM ratings JOIN rating_tasks USING (task_id) WHERE campaign_id = ?) "
-            "AS annotators FROM t",
+            "(SELECT count(DISTINCT annotator) FROM ratings JOIN rating_tasks USING (task_id) "
+            "WHERE campaign_id = ?) "
+            "AS annotators, coalesce(sum(s), 0)::BIGINT AS simulated FROM t",
             [cid, cid],
         )[0]
 
     def rated_rewards(self, cid: str) -> list[dict]:
-        """One row per rated text: its Grow step, policy, reward (from samples) and mean human score."""
-        return self._rows(
-            "WITH m AS (SELECT task_id, avg(score_a) AS ha, avg(score_b) AS hb, count(*) AS n FROM ratings GROUP BY task_id), "
-            "sides AS (SELECT t.task_id, 'a' AS side, t.policy_a AS policy, t.grow_a AS grow, t.sample_idx_a AS idx, "
-            "t.source_id, m.ha AS human, m.n FROM rating_tasks t JOIN m USING (task_id) WHERE t.campaign_id = $cid "
+        """One row per rated Grow sample: its Grow step, policy, reward (from samples) and mean human score.
+
+        Texts of validation-output tasks carry no Grow step and are left out."""
+        return self._rows(  # type: ignore[attr-defined]
+            "WITH m AS (SELECT task_id, avg(score_a) AS ha, avg(score_b) AS hb, count(*) AS n FROM ratings "
+            "GROUP BY task_id), "
+            "sides AS (SELECT t.task_id, 'a' AS side, t.policy_a AS policy, t.grow_a AS grow, "
+            "t.sample_idx_a AS idx, t.source_id, m.ha AS human, m.n "
+            "FROM rating_tasks t JOIN m USING (task_id) WHERE t.campaign_id = $cid "
             "UNION ALL SELECT t.task_id, 'b', t.policy_b, t.grow, t.sample_idx_b, t.source_id, m.hb, m.n "
             "FROM rating_tasks t JOIN m USING (task_id) WHERE t.campaign_id = $cid) "
-            "SELECT d.task_id, d.side, d.policy, d.grow, d.source_id, d.idx AS sample_idx, d.human, d.n AS n_ratings, s.reward "
-            "FROM sides d JOIN samples s ON s.campaign_id = $cid AND s.grow = d.grow AND s.source_id = d.source_id "
+            "SELECT d.task_id, d.side, d.policy, d.grow, d.source_id, d.idx AS sample_idx, d.human, "
+            "d.n AS n_ratings, s.reward "
+            "FROM sides d JOIN samples s ON s.campaign_id = $cid AND s.grow = d.grow "
+            "AND s.source_id = d.source_id "
             "AND s.sample_idx = d.idx ORDER BY d.grow, d.task_id, d.side",
             {"cid": cid},
         )
