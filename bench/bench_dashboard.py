@@ -1,7 +1,8 @@
 """The dashboard at the paper's scale: time each SQL aggregation of engine/store/views.py and the whole Reward
 distributions page (streamlit AppTest: with empty and with warm st.cache_data) on a Grow step of 16M samples.
 
-Reuses the store written by bench/bench_store.py (only reads it: a copy is made under bench/out/dashboard-<rows>/).
+Reuses the store written by bench/bench_store.py (only reads it: a copy is made under
+bench/out/dashboard-<rows>/).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ NS = [1, 2, 4, 8, 16, 32, 64, 100]
 def env_line() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
-        f"python {platform.python_version()}, duckdb {duckdb.__version__}, streamlit {streamlit.__version__}, "
+        f"python {platform.python_version()}, duckdb {duckdb.__version__}, "
+        f"streamlit {streamlit.__version__}, "
         f"cpus {os.cpu_count()}, load avg (1/5/15 min) {load}"
     )
 

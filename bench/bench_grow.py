@@ -1,5 +1,6 @@
-"""Grow throughput (samples/s): a per-source `generate` loop, one big padded `generate`, and engine.grow.sample.
-Same tiny GPT-2 policy (arith recipe, briefly BC-trained), same sources, K, temperature and max_new_tokens.
+"""Grow throughput (samples/s): a per-source `generate` loop, one big padded `generate`, and
+engine.grow.sample. Same tiny GPT-2 policy (arith recipe, briefly BC-trained), same sources, K, temperature
+and max_new_tokens.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def one_big_call(policy, prompts, args) -> tuple[int, int]:
 
 
 def engine_sample(policy, sources, args, batch_size: int) -> tuple[int, int]:
-    """(c) engine.grow.sample: length-sorted batches of batch_size // K sources, raw-logit logprobs, decoding."""
+    """(c) engine.grow.sample: length-sorted batches of batch_size // K sources, raw-logit logprobs,
+    decoding."""
     cands = sample(
         policy,
         sources,
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Warm-up: the first generate call in a process pays one-off costs.
     one_big_call(policy, prompts[:8], args)
-    # Repeats are interleaved (a, b, c..., a, b, c...) so that changing background load hits every variant alike.
+    # Repeats are interleaved (a, b, c..., a, b, c...): changing background load hits all variants alike.
     times: list[list[float]] = [[] for _ in variants]
     outs: list[list[tuple[int, int]]] = [[] for _ in variants]
     for r in range(args.repeats):
@@ -158,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0][4]
     print(
         f"\nGrow: {len(sources)} sources x K={args.k}, max_new_tokens={args.max_new_tokens}, "
-        f"temperature={args.temperature}, policy trained {args.train_steps} BC steps, median of {args.repeats} interleaved repeats\n"
+        f"temperature={args.temperature}, policy trained {args.train_steps} BC steps, "
+        f"median of {args.repeats} interleaved repeats\n"
     )
     print(
-        "| variant | generate calls | samples | median s | samples/s (median) | vs first row | samples/s (fastest run) "
-        "| mean new tokens/sample | all runs s |"
+        "| variant | generate calls | samples | median s | samples/s (median) | vs first row "
+        "| samples/s (fastest run) | mean new tokens/sample | all runs s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, calls, n, med, rate, mean_len, ts in rows:

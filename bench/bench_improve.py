@@ -24,7 +24,8 @@ def bare_loop(
     """Plain loop: HF's built-in LM loss, AdamW, no clipping, no schedule, no callbacks.
 
     Batches are drawn exactly as fine_tune draws them (random.Random(seed) shuffle, same collation).
-    Tokenisation happens before the clock starts, as it does in fine_tune. Returns (target tokens, seconds, first loss).
+    Tokenisation happens before the clock starts, as it does in fine_tune. Returns (target tokens, seconds,
+    first loss).
     """
     model, device, pad = policy.model, policy.device, policy.tokenizer.pad_token_id
     rng = random.Random(seed)
@@ -117,12 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         rates[name], best[name] = toks / med, toks / fast
         runs = ", ".join(f"{o[1]:.2f}" for o in outs)
         print(
-            f"| {name} | {toks} | {med:.2f} | {toks / med:.0f} | {args.steps / med:.1f} | {fast:.2f} | {toks / fast:.0f} "
-            f"| {first:.4f} | {runs} |"
+            f"| {name} | {toks} | {med:.2f} | {toks / med:.0f} | {args.steps / med:.1f} | {fast:.2f} "
+            f"| {toks / fast:.0f} | {first:.4f} | {runs} |"
         )
     e, b = "engine.improve.fine_tune", "bare PyTorch loop"
     print(
-        f"\nfine_tune / bare loop throughput ratio: {rates[e] / rates[b]:.2f} (medians), {best[e] / best[b]:.2f} (fastest runs)"
+        f"\nfine_tune / bare loop throughput ratio: {rates[e] / rates[b]:.2f} (medians), "
+        f"{best[e] / best[b]:.2f} (fastest runs)"
     )
     print(f"\nat start: {start_env}\nat end:   {env_line()}")
     return 0

@@ -80,7 +80,8 @@ def local_mode_allowed() -> bool:
 
 
 def current_user() -> dict | None:
-    """The signed-in user {name, role}: set once per browser session, from local mode or the session cookie."""
+    """The signed-in user {name, role}: set once per browser session, from local mode or the session
+    cookie."""
     if "user" not in st.session_state:
         if local_mode_allowed():
             st.session_state.user = {"name": "local", "role": "operator", "local": True}
@@ -108,14 +109,16 @@ def require_page(key: str) -> dict:
     if user is None or user["role"] not in page["roles"]:
         who = f"{user['name']} ({user['role']})" if user else "nobody (not signed in)"
         st.error(
-            f"Access refused: **{page['title']}** is for {' and '.join(page['roles'])} accounts; you are {who}."
+            f"Access refused: **{page['title']}** is for {' and '.join(page['roles'])} accounts; "
+            f"you are {who}."
         )
         st.stop()
     return user
 
 
 def refusal(key: str):
-    """A stand-in page for `key` in the navigation of a role that may not open it (logged as an access event)."""
+    """A stand-in page for `key` in the navigation of a role that may not open it (logged as an access
+    event)."""
     page = PAGES[key]
 
     def refused() -> None:

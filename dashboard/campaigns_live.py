@@ -69,7 +69,8 @@ def controls(svc, cid: str, user: dict) -> None:
         disabled=not running,
         on_click=svc.pause,
         args=(cid, user["name"]),
-        help="Stops the current worker; Resume continues from the last completed unit (a Grow from its shards).",
+        help="Stops the current worker; Resume continues from the last completed unit "
+        "(a Grow from its shards).",
     )
     c3.button(
         "Stop",

@@ -25,7 +25,8 @@ def _layout(fig: go.Figure, x: str, y: str, height: int = 360) -> go.Figure:
 
 def filter_thresholds(filters: list[dict]) -> list[dict]:
     """The store's Improve filters with their kept share and `tau_drawn`, where a chart draws the filter: its
-    global tau (thresholds, quantile), or 1.0 for the binary rule (keeps R = 1); per-source rules have none."""
+    global tau (thresholds, quantile), or 1.0 for the binary rule (keeps R = 1); per-source rules have
+    none."""
     out = []
     for f in filters:
         tau = f["tau"] if f["tau"] is not None else (1.0 if f["rule"] == "binary" else None)
@@ -34,7 +35,8 @@ def filter_thresholds(filters: list[dict]) -> list[dict]:
 
 
 def _thresholds(fig: go.Figure, thresholds: list[dict]) -> None:
-    """Improve thresholds as dashed lines, one per distinct tau, labelled with each step's share of D_g kept."""
+    """Improve thresholds as dashed lines, one per distinct tau, labelled with each step's share of D_g
+    kept."""
     by_tau: dict[float, list[str]] = {}
     for t in thresholds:
         if t.get("tau_drawn") is not None:

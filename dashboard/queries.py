@@ -1,7 +1,8 @@
-"""What the pages read, cached per campaign "stamp" (last state change, samples ingested), plus the campaign picker.
+"""What the pages read, cached per campaign "stamp" (last state change, samples ingested), plus the campaign
+picker.
 
-The aggregations themselves are SQL in engine/store/views.py; caching them means a widget click on a 16M-sample
-step reuses the numbers instead of re-scanning, while a new shard or state change refreshes them.
+The aggregations themselves are SQL in engine/store/views.py; caching them means a widget click on a
+16M-sample step reuses the numbers instead of re-scanning, while a new shard or state change refreshes them.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def histogram(cid: str, bins: int, generated_only: bool, stamp: tuple) -> list[d
 
 @st.cache_data(ttl=3600, max_entries=128, show_spinner=False)
 def thresholds(cid: str, stamp: tuple) -> list[dict]:
-    """The Improve filters applied so far with their kept share and where a chart draws them (charts.filter_thresholds)."""
+    """The Improve filters applied so far with their kept share and where a chart draws them
+    (charts.filter_thresholds)."""
     return filter_thresholds(service().store.filters(cid))
 
 
@@ -85,7 +87,8 @@ def best_of_n_curves(cid: str, grow: int, stamp: tuple) -> dict[str, dict[int, f
     """Best-of-N curves: Grow step `grow` from its stored samples, and each policy at the final evaluation."""
     k = service().store.campaign(cid)["config"]["grow"]["samples_per_source"]
     rows = grow_best_of_n(cid, grow, tuple(n for n in (1, 2, 4, 8, 16, 32, 64, 100) if n <= k), stamp)
-    name = f"Grow {grow} samples (expected best of N of the K={k}, {rows[0]['sources'] if rows else 0:,} sources)"
+    n_sources = rows[0]["sources"] if rows else 0
+    name = f"Grow {grow} samples (expected best of N of the K={k}, {n_sources:,} sources)"
     return {name: {r["n"]: r["best_of_n"] for r in rows}} | {
         f"{policy} at evaluation": pts for policy, pts in eval_best_of_n(cid, stamp).items()
     }

@@ -30,12 +30,14 @@ STEP_COLUMNS = [
 ]
 EVENT_FLAGS = ("gate", "drift_alarm", "reward_tests", "criteria", "request")
 CSS = """
-body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto; max-width: 1200px;
-       color: #262730; padding: 0 1rem; }
-h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.2rem; }
+body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto;
+       max-width: 1200px; color: #262730; padding: 0 1rem; }
+h1 { margin-bottom: 0.2rem; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.2rem; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 0.6rem 0; width: 100%; }
 th, td { border: 1px solid #e0e0e0; padding: 0.25rem 0.45rem; text-align: left; vertical-align: top; }
-th { background: #f5f5f7; } tr.alarm td, tr.fail td { background: #fde8e8; } tr.flag td { background: #fff7e0; }
+th { background: #f5f5f7; }
+tr.alarm td, tr.fail td { background: #fde8e8; } tr.flag td { background: #fff7e0; }
 .alarm-box { background: #fde8e8; border-left: 4px solid #d62728; padding: 0.4rem 0.8rem; margin: 0.3rem 0; }
 .ok-box { background: #e8f5e9; border-left: 4px solid #2ca02c; padding: 0.4rem 0.8rem; margin: 0.3rem 0; }
 .muted { color: #6b6b7b; } .kv td:first-child { font-weight: 600; width: 14rem; }
@@ -55,7 +57,8 @@ def _fmt(v) -> str:
 
 
 def table(rows: list[dict], columns: list[str] | None = None, row_class=None, empty: str = "None.") -> str:
-    """An HTML table of `rows` (every cell escaped); `row_class(row)` may flag a row ("alarm", "fail", "flag")."""
+    """An HTML table of `rows` (every cell escaped); `row_class(row)` may flag a row ("alarm", "fail",
+    "flag")."""
     if not rows:
         return f'<p class="muted">{html.escape(empty)}</p>'
     cols = columns or list(rows[0])
@@ -94,7 +97,8 @@ def _drift(store, cid: str, cfg: dict) -> tuple[str, list[dict]]:
     pairs = default_comparisons(store, cid)
     if not pairs:
         return (
-            '<p class="muted">Drift compares two Grow steps with generated samples; this campaign has fewer.</p>',
+            '<p class="muted">Drift compares two Grow steps with generated samples; '
+            "this campaign has fewer.</p>",
             [],
         )
     th = DriftThresholds(reward_wasserstein=cfg.get("gates", {}).get("drift_reward_wasserstein", 0.1))
@@ -127,7 +131,8 @@ def _drift(store, cid: str, cfg: dict) -> tuple[str, list[dict]]:
     )
     out += (
         "".join(
-            f'<div class="alarm-box"><b>Alarm</b> ({html.escape(al["metric"])}): {html.escape(al["message"])}</div>'
+            f'<div class="alarm-box"><b>Alarm</b> ({html.escape(al["metric"])}): '
+            f"{html.escape(al['message'])}</div>"
             for al in alarms
         )
         or '<div class="ok-box">No drift alarm.</div>'
@@ -275,7 +280,8 @@ def build_audit_report(store, cid: str) -> str:
     )
     body = "\n".join(parts)
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>restgov audit: {html.escape(cid)}</title>'
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>restgov audit: {html.escape(cid)}</title>"
         f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
     )
 

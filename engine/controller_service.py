@@ -77,7 +77,10 @@ class ControllerService:
         if budget not in RECIPE_BUDGETS:
             raise ValueError(f"budget {budget!r}: one of {list(RECIPE_BUDGETS)}")
         root = self.recipe_root / budget
-        code = "import sys; from engine.recipes import prepare; print(prepare(sys.argv[1], sys.argv[2], sys.argv[3] == '1'))"
+        code = (
+            "import sys; from engine.recipes import prepare; "
+            "print(prepare(sys.argv[1], sys.argv[2], sys.argv[3] == '1'))"
+        )
         proc = subprocess.run(
             [sys.executable, "-c", code, name, str(root), "0" if budget == "full" else "1"],
             capture_output=True,
@@ -215,11 +218,13 @@ class ControllerService:
         return changed
 
     def pause(self, cid: str, actor: str) -> bool:
-        """Ask a running campaign to pause: the worker is stopped and the step resumes later from its shards."""
+        """Ask a running campaign to pause: the worker is stopped and the step resumes later from its
+        shards."""
         return self._request(cid, State.PAUSED, actor)
 
     def stop(self, cid: str, actor: str) -> bool:
-        """Stop for good. A campaign that is not running (created, paused, failed) is marked STOPPED at once."""
+        """Stop for good. A campaign that is not running (created, paused, failed) is marked STOPPED at
+        once."""
         if self._request(cid, State.STOPPED, actor):
             return True
         row = self.store.campaign(cid)
@@ -247,7 +252,8 @@ class ControllerService:
         return not self.running(cid)
 
     def shutdown(self, timeout: float = 20.0) -> None:
-        """Pause every running campaign (at exit), so a restart resumes them instead of finding them orphaned."""
+        """Pause every running campaign (at exit), so a restart resumes them instead of finding them
+        orphaned."""
         for cid in self.running():
             self._request(cid, State.PAUSED, "server shutdown")
         deadline = time.time() + timeout
@@ -279,7 +285,8 @@ class ControllerService:
                 live.update(desc=None, done=None, total=None)
 
     def live(self, cid: str) -> dict | None:
-        """The latest progress of a campaign run by this process: step, phase, done/total, ETA, loss history."""
+        """The latest progress of a campaign run by this process: step, phase, done/total, ETA, loss
+        history."""
         with self._lock:
             live = self._live.get(cid)
             if live is None:

@@ -132,7 +132,8 @@ def _suffix(path: Path) -> str:
 def _text(
     rec: dict[str, Any], field: str, where: str, problems: list[str], optional: bool = False
 ) -> str | None:
-    """The field as a non-blank string ("" if optional and blank or absent), or None after recording why not."""
+    """The field as a non-blank string ("" if optional and blank or absent), or None after recording why
+    not."""
     v = rec.get(field)
     v = None if isinstance(v, float) and math.isnan(v) else v  # pandas writes NaN for missing cells
     # bool is an int subclass, but True as a source or id is almost surely a column mix-up
@@ -196,7 +197,8 @@ def load_examples(
 
 
 def load_split(cfg: DataConfig, split: str) -> list[Example]:
-    """Load the train, validation, test or bootstrap file named in the config; an unset optional split gives []."""
+    """Load the train, validation, test or bootstrap file named in the config; an unset optional split gives
+    []."""
     if split not in ("train", "validation", "test", "bootstrap"):
         raise ValueError(f"split {split!r}: use one of train, validation, test, bootstrap")
     path = getattr(cfg, split)

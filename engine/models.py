@@ -108,7 +108,8 @@ def load_policy(path: str | Path, prompt_template: str, device: str | None = Non
 
 
 def save_policy(policy: Policy, out_dir: str | Path, meta: dict | None = None) -> Path:
-    """save_pretrained (safetensors) into a temp dir, then rename into place: a crash leaves no half checkpoint."""
+    """save_pretrained (safetensors) into a temp dir, then rename into place: a crash leaves no half
+    checkpoint."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

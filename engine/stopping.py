@@ -30,7 +30,10 @@ def stop_reason(stop: StopConfig, p: Progress) -> str | None:
     if stop.min_improvement is not None and len(p.val_by_grow) > k:
         gain = p.val_by_grow[-1] - p.val_by_grow[-1 - k]
         if gain < stop.min_improvement:
-            return f"min_improvement: validation reward gained {gain:+.4f} over the last {k} Grow step(s), below {stop.min_improvement:.4f}"
+            return (
+                f"min_improvement: validation reward gained {gain:+.4f} over the last {k} Grow step(s), "
+                f"below {stop.min_improvement:.4f}"
+            )
     if stop.max_samples is not None and p.samples_generated >= stop.max_samples:
         return f"budget: {p.samples_generated} samples generated >= max_samples {stop.max_samples}"
     if stop.max_wall_seconds is not None and p.seconds >= stop.max_wall_seconds:

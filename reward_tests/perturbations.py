@@ -14,11 +14,12 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[A-Za-z]+")
-# Function words carry little meaning of their own: swapping one of them is not a meaning change we can vouch for.
+# Function words carry little meaning of their own: swapping one is not a meaning change we can vouch for.
 STOPWORDS = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
-    "these those he she they we you i me him her them us my his their our your not no so than then there here "
-    "do does did has have had will would can could should may might must shall also very just too".split()
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its "
+    "this that these those he she they we you i me him her them us my his their our your not no so than "
+    "then there here do does did has have had will would can could should may might must shall also very "
+    "just too".split()
 )
 NAMES = ["Maria", "Peter", "Aisha", "Kenji", "Olga", "Carlos", "Fatima", "Lars"]
 FILLERS = [

@@ -96,7 +96,8 @@ def run_suite(
     max_examples_per_test: int | None = None,
     std: float | None = None,
 ) -> SuiteReport:
-    """Run `tests` on `pairs` against `reward`; `std` fixes the tolerance unit (default: measured, floored)."""
+    """Run `tests` on `pairs` against `reward`; `std` fixes the tolerance unit (default: measured,
+    floored)."""
     if not pairs:
         raise ValueError("run_suite: no (source_id, source, candidate, reference) pairs to test on")
     if not 0 <= min_pass_rate <= 1 or not tol_scale >= 0:

@@ -137,7 +137,7 @@ def tiny_rest(tmp_path: Path) -> Path:
 
 # ---------------------------------------------------------------- driving the CLI
 
-# The console script installed beside this interpreter (or on PATH), else its entry point run by this interpreter.
+# The console script beside this interpreter (or on PATH), else its entry point run by this interpreter.
 _SCRIPT = Path(sys.executable).with_name("restgov")
 _SCRIPT = str(_SCRIPT) if _SCRIPT.is_file() else shutil.which("restgov")
 RESTGOV = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "engine.cli"]

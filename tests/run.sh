@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: install the project with its test extras (and Debian's Chromium for the
-# browser tests), then run the whole suite.
+# browser tests), check lint and formatting, then run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
@@ -9,4 +9,5 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 python -m pip install -q -e '.[test]'
+ruff check . && ruff format --check .
 python -m pytest -q --durations=20 "$@"

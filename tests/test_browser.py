@@ -1,5 +1,5 @@
-"""The real dashboard in headless Debian Chromium (Playwright): `restgov dashboard` on a free port of 127.0.0.1
-against a DuckDB file in a temp folder, accounts made with `restgov users add`.
+"""The real dashboard in headless Debian Chromium (Playwright): `restgov dashboard` on a free port of
+127.0.0.1 against a DuckDB file in a temp folder, accounts made with `restgov users add`.
 
 Each test saves a screenshot of every page it visits under test-artifacts/<test name>/.
 """
@@ -127,8 +127,9 @@ def _seed_rating_tasks(db: Path) -> None:
     try:
         for i, (source, text_a, text_b) in enumerate(SEEDED_TASKS):
             store.cursor().execute(
-                "INSERT INTO rating_tasks (campaign_id, batch, source_id, source, policy_a, text_a, policy_b, text_b, "
-                "required_ratings, created_at) VALUES ('seeded', 'b1', ?, ?, 'policy-a-secret', ?, 'policy-b-secret', ?, 1, ?)",
+                "INSERT INTO rating_tasks (campaign_id, batch, source_id, source, policy_a, text_a, "
+                "policy_b, text_b, required_ratings, created_at) "
+                "VALUES ('seeded', 'b1', ?, ?, 'policy-a-secret', ?, 'policy-b-secret', ?, 1, ?)",
                 [f"s{i}", source, text_a, text_b, now()],
             )
     finally:
@@ -203,9 +204,10 @@ def test_operator_runs_the_arith_demo_and_sees_the_histogram_fill(server, page):
     seen = [caption.inner_text()]
     page.locator("[data-testid=stPlotlyChart] .main-svg").first.wait_for()
     page.shots("distributions-first-shards")
-    # Every training source gets K candidates (ReST-EM mixes in no original pairs): read the recipe the server wrote.
+    # K candidates per training source (ReST-EM mixes in no original pairs), counted in the server's recipe.
     train = server["root"] / "db" / "recipes" / "tiny" / "arith" / "train.jsonl"
-    want = f"Grow 1: {sum(1 for _ in train.open()) * TINY_OVERRIDES['grow']['samples_per_source']:,} scored pairs"
+    k = TINY_OVERRIDES["grow"]["samples_per_source"]
+    want = f"Grow 1: {sum(1 for _ in train.open()) * k:,} scored pairs"
     deadline = time.time() + 120
     while want not in seen[-1] and time.time() < deadline:
         page.wait_for_timeout(1000)

@@ -1,4 +1,5 @@
-"""Tests for engine.config: defaults, the dotted field named by every ConfigError, TOML files and ReST-EM defaults."""
+"""Tests for engine.config: defaults, the dotted field named by every ConfigError, TOML files and ReST-EM
+defaults."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ MINIMAL = {"data": {"train": "train.jsonl", "validation": "val.jsonl"}}
 
 
 def _with(path: str, value: object, base: dict | None = None) -> dict:
-    """A copy of `base` (default MINIMAL) with the dotted `path` set to `value`, creating tables on the way."""
+    """A copy of `base` (default MINIMAL) with the dotted `path` set to `value`, creating tables on the
+    way."""
     raw = _deepcopy(base if base is not None else MINIMAL)
     *tables, key = path.split(".")
     node = raw
@@ -194,7 +196,8 @@ def test_rest_em_defaults_survive_a_round_trip():
 
 
 def test_the_tiny_campaign_fixtures_load(tiny_arith: Path, tiny_rest: Path):
-    """The TOML files the end-to-end tests run: ReST-EM defaults applied, explicit fields kept, paths resolved."""
+    """The TOML files the end-to-end tests run: ReST-EM defaults applied, explicit fields kept, paths
+    resolved."""
     em = load_config(tiny_arith)
     assert em.mode == "rest-em" and em.improve.rule == "binary" and em.improve.init == "restart_from_base"
     assert em.improve.original_mix == 1.0  # set in the file: wins over the ReST-EM default of 0

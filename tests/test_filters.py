@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.store import Store
 from engine.steps.grow import SAMPLE_SCHEMA
+from engine.store import Store
 
 CID, OTHER = "camp-a", "camp-b"
 
@@ -183,7 +183,8 @@ def test_filter_keeps_exactly_the_rule(store: Store, tmp_path: Path, rule: str, 
 
 
 def test_filter_decision_is_replaced_not_duplicated(store: Store, tmp_path: Path):
-    """Re-running an Improve step (after a crash) re-applies its filter: one filters row per (grow, improve)."""
+    """Re-running an Improve step (after a crash) re-applies its filter: one filters row per (grow,
+    improve)."""
     store.apply_filter(CID, 1, 1, "thresholds", 0.0, tmp_path / "a.parquet")
     store.apply_filter(CID, 1, 1, "thresholds", 0.5, tmp_path / "a.parquet")
     store.apply_filter(CID, 1, 2, "thresholds", 0.7, tmp_path / "b.parquet")
@@ -210,13 +211,15 @@ def test_ingesting_a_shard_twice_adds_its_rows_once(tmp_path: Path):
         n = s.query_value("SELECT count(*) FROM samples WHERE campaign_id = ?", [CID])
         assert n == len(rows)
         dup = s.query_value(
-            "SELECT count(*) FROM (SELECT grow, source_id, sample_idx FROM samples GROUP BY ALL HAVING count(*) > 1)",
+            "SELECT count(*) FROM "
+            "(SELECT grow, source_id, sample_idx FROM samples GROUP BY ALL HAVING count(*) > 1)",
             [],
         )
         assert dup == 0
         # The columns land as written, with the campaign and shard ids filled in by the store.
         got = s.query_value(
-            "SELECT list(struct_pack(s := source_id, i := sample_idx, r := reward, sh := shard_id) ORDER BY source_id, sample_idx) "
+            "SELECT list(struct_pack(s := source_id, i := sample_idx, r := reward, sh := shard_id) "
+            "ORDER BY source_id, sample_idx) "
             "FROM samples WHERE campaign_id = ?",
             [CID],
         )

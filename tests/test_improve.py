@@ -104,7 +104,8 @@ def test_early_stopping_restores_the_best_initial_weights():
 
 
 def test_early_stopping_keeps_the_best_intermediate_weights():
-    """Checks at steps 0, 3, 6, 9; the best is at step 3: the weights after step 3 are returned, not the last."""
+    """Checks at steps 0, 3, 6, 9; the best is at step 3: the weights after step 3 are returned, not the
+    last."""
 
     def run(values: list[float], patience: int):
         policy = _policy()

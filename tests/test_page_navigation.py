@@ -19,7 +19,8 @@ def test_annotator_navigation_has_only_rate(empty_db):
 
 
 def test_each_page_checks_the_role_itself(empty_db):
-    """Run an operator page file directly (as if the navigation had been bypassed): it refuses an annotator."""
+    """Run an operator page file directly (as if the navigation had been bypassed): it refuses an
+    annotator."""
     os.environ["RESTGOV_DB"] = str(empty_db)
     for page, user in (
         ("campaigns", ANNOTATOR),

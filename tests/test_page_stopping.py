@@ -15,7 +15,7 @@ def test_stopping_criteria_edit_is_validated_and_logged(campaign):
     db, cid, _ = campaign
     at = app(db, OPERATOR, cid)
     at.switch_page("app_pages/stopping.py").run()
-    # DONE is final: the form is read-only; a live-campaign edit goes through the same service call, tested below.
+    # DONE is final: the form is read-only; a live-campaign edit takes the same service call, tested below.
     assert at.number_input(key=f"stop_{cid}_max_grow_steps").disabled
     svc = _service(db)
     from engine.config import ConfigError

@@ -24,8 +24,8 @@ from engine.recipes.toy_mt import ADJS, NOUNS, VERBS, corrupt, make_splits
 from engine.rewards import RewardError, chrf
 from engine.rewards.minilm import MiniLMReward, train_minilm_head
 from engine.rewards.refresh import RatedPair, rated_pairs, refresh_campaign_reward, refresh_minilm_head
-from engine.store import Store
 from engine.steps.grow import SAMPLE_SCHEMA
+from engine.store import Store
 
 N_RATED = 40  # sources with a rating task; the other train sources only feed the anchor set
 
@@ -63,7 +63,8 @@ def human(text: str, ref: str, noise: int) -> int:
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path, list]:
-    """A toy-mt campaign whose 40 rated tasks mostly pit a dropped word against a stutter; (db, cid, head, val)."""
+    """A toy-mt campaign whose 40 rated tasks mostly pit a dropped word against a stutter; (db, cid, head,
+    val)."""
     root = tmp_path_factory.mktemp("refresh")
     splits = make_splits(seed=11, n_train=120, n_val=20, n_test=0)
     train = splits["train"]

@@ -34,71 +34,88 @@ REFS = [
     ),
     (
         "12 Ingenieure.",
-        "Our company hired 12 new engineers this year. Most of them work on the search team. Hiring will slow down next spring.",
+        "Our company hired 12 new engineers this year. Most of them work on the search team. "
+        "Hiring will slow down next spring.",
     ),
     (
         "Regen in Oslo.",
-        "It rained all weekend in Oslo. The children stayed inside and painted pictures. On Monday the sun came back.",
+        "It rained all weekend in Oslo. The children stayed inside and painted pictures. "
+        "On Monday the sun came back.",
     ),
     (
         "Ägypten.",
-        "The museum opened a new exhibition about ancient Egypt. Visitors can see 40 statues and a golden mask. Tickets cost 15 euros.",
+        "The museum opened a new exhibition about ancient Egypt. "
+        "Visitors can see 40 statues and a golden mask. Tickets cost 15 euros.",
     ),
     (
         "Tomaten.",
-        "My grandmother grows tomatoes in her garden. Every summer she makes sauce for the whole family. Nobody makes it better.",
+        "My grandmother grows tomatoes in her garden. Every summer she makes sauce for the whole family. "
+        "Nobody makes it better.",
     ),
     (
         "Donnerstag.",
-        "The meeting was moved to Thursday afternoon. Anna will present the budget. Everyone should read the report beforehand.",
+        "The meeting was moved to Thursday afternoon. Anna will present the budget. "
+        "Everyone should read the report beforehand.",
     ),
     (
         "Ein Boot.",
-        "A small boat crossed the lake at dawn. The fisherman caught nothing for hours. Then a large trout took his bait.",
+        "A small boat crossed the lake at dawn. The fisherman caught nothing for hours. "
+        "Then a large trout took his bait.",
     ),
     (
         "Bibliothek.",
-        "The library closes at 9 pm on weekdays. On Sundays it stays closed. Students often complain about these hours.",
+        "The library closes at 9 pm on weekdays. On Sundays it stays closed. "
+        "Students often complain about these hours.",
     ),
     (
         "Fahrrad.",
-        "Paul repaired the old bicycle in his garage. He replaced both tires and the chain. Now he rides it to work.",
+        "Paul repaired the old bicycle in his garage. He replaced both tires and the chain. "
+        "Now he rides it to work.",
     ),
     (
         "Rezept.",
-        "The recipe needs 250 grams of flour and two eggs. Mix them slowly with warm milk. Bake the dough for 30 minutes.",
+        "The recipe needs 250 grams of flour and two eggs. Mix them slowly with warm milk. "
+        "Bake the dough for 30 minutes.",
     ),
     (
         "Hochwasser.",
-        "The river flooded the lower town last April. Several families lost their homes. The city built a new wall afterwards.",
+        "The river flooded the lower town last April. Several families lost their homes. "
+        "The city built a new wall afterwards.",
     ),
     (
         "Klavier.",
-        "Our neighbour plays the piano every evening. Sometimes he practises until midnight. We do not mind the music.",
+        "Our neighbour plays the piano every evening. Sometimes he practises until midnight. "
+        "We do not mind the music.",
     ),
     (
         "Sofia.",
-        "The doctor told Sofia to rest for a week. She read three novels in bed. By Friday she felt much better.",
+        "The doctor told Sofia to rest for a week. She read three novels in bed. "
+        "By Friday she felt much better.",
     ),
     (
         "Tokio 2019.",
-        "Tokyo hosted the conference in 2019. More than 5000 scientists attended. The next one will take place in Nairobi.",
+        "Tokyo hosted the conference in 2019. More than 5000 scientists attended. "
+        "The next one will take place in Nairobi.",
     ),
     (
         "Bäckerei.",
-        "The bakery on the corner sells fresh bread. Its croissants are famous in the whole district. People queue early.",
+        "The bakery on the corner sells fresh bread. Its croissants are famous in the whole district. "
+        "People queue early.",
     ),
     (
         "Eiche.",
-        "Lena planted an oak tree when her son was born. Today the tree is taller than the house. The boy climbs it every day.",
+        "Lena planted an oak tree when her son was born. Today the tree is taller than the house. "
+        "The boy climbs it every day.",
     ),
     (
         "Sturm.",
-        "The storm knocked out the power for six hours. We cooked dinner on a camping stove. The candles made it feel cosy.",
+        "The storm knocked out the power for six hours. We cooked dinner on a camping stove. "
+        "The candles made it feel cosy.",
     ),
     (
         "Finale.",
-        "Our team won the final by two goals. The captain scored in the last minute. The fans celebrated until dawn.",
+        "Our team won the final by two goals. The captain scored in the last minute. "
+        "The fans celebrated until dawn.",
     ),
 ]
 PAIRS = [(str(i), src, ref, ref) for i, (src, ref) in enumerate(REFS)]
@@ -207,7 +224,7 @@ def test_chrf_passes_repetition_permutation_and_filler():
     ]
     assert all(v[name] == "pass" for name in honest_passes), v
     assert all(r.n == len(PAIRS) for r in report.results)
-    # chrF scores every reference 1.0, so the unit floors at 1e-3 and a typo's real chrF cost counts as a change.
+    # chrF scores every reference 1.0, so the unit floors at 1e-3 and a typo's real chrF cost is a change.
     assert report.std_measured == 0 and report.std == pytest.approx(1e-3)
     assert v["typo"] == v["punctuation"] == "fail"
     # With a realistic unit (the std of a campaign's samples is ~0.1) the invariance tests pass too.
@@ -357,7 +374,8 @@ def test_cli_draws_samples_from_a_campaign(tmp_path: Path, capsys):
 
 
 def test_minilm_demo_reward_report(tmp_path: Path):
-    """Reports (does not judge) the toy-mt MiniLM reward; the full-size findings are in reward_tests/README.md."""
+    """Reports (does not judge) the toy-mt MiniLM reward; the full-size findings are in
+    reward_tests/README.md."""
     from rich.console import Console
 
     from engine.recipes.toy_mt import make_splits, train_reward_head

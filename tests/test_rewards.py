@@ -1,5 +1,5 @@
-"""Tests for engine.rewards: verifiers, callables, checked_scores, HF one-logit classifiers and the MiniLM head.
-Real (tiny or local) models only, offline; the whole file runs in well under a minute on 2 CPU cores.
+"""Tests for engine.rewards: verifiers, callables, checked_scores, HF one-logit classifiers and the MiniLM
+head. Real (tiny or local) models only, offline; the whole file runs in well under a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ def test_reward_version_reads_a_callable_without_importing_it(tmp_path, reward_m
     assert read == [load_reward(cfg).version for cfg in cfgs]
     # A function the file does not define with a plain top-level def is known only by importing it.
     (tmp_path / "wrapped_reward.py").write_text(
-        "import functools\n\n\n@functools.lru_cache\ndef make():\n    return lambda s, c: [0.0] * len(c)\n\n\n"
+        "import functools\n\n\n"
+        "@functools.lru_cache\ndef make():\n    return lambda s, c: [0.0] * len(c)\n\n\n"
         "score = make()\n"
     )
     monkeypatch.delitem(sys.modules, "wrapped_reward", raising=False)

@@ -1,4 +1,5 @@
-"""Campaigns (operator): create from a demo recipe, a TOML upload or a form; start, pause, resume, stop; live progress."""
+"""Campaigns (operator): create from a demo recipe, a TOML upload or a form; start, pause, resume, stop; live
+progress."""
 
 import streamlit as st
 

@@ -1,5 +1,6 @@
 """Reward distributions (operator, auditor): histograms and ECDFs per Grow step with the Improve thresholds,
-per-source percentiles, reward against output length and Best-of-N. All binned in DuckDB (engine/store/views.py).
+per-source percentiles, reward against output length and Best-of-N. All binned in DuckDB
+(engine/store/views.py).
 """
 
 import streamlit as st

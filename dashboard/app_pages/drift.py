@@ -1,6 +1,6 @@
-"""Drift audit (auditor; operators too): drift statistics between Grow steps with alarms highlighted, the event
-log (who changed what, gates hit), reward-model versions with their latest unit-test verdict; exports of the
-event log (JSON) and of a self-contained HTML audit report with the figures (dashboard/report_html.py).
+"""Drift audit (auditor; operators too): drift statistics between Grow steps with alarms highlighted, the
+event log (who changed what, gates hit), reward-model versions with their latest unit-test verdict; exports of
+the event log (JSON) and of a self-contained HTML audit report with the figures (dashboard/report_html.py).
 """
 
 import json

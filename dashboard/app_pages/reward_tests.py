@@ -46,7 +46,8 @@ if cid:
 history = store.reward_test_history()
 if not history:
     st.info(
-        "No reward test runs yet. An operator runs the suite above, or with `restgov reward-test --reward ... --data ...`."
+        "No reward test runs yet. An operator runs the suite above, "
+        "or with `restgov reward-test --reward ... --data ...`."
     )
     st.stop()
 st.subheader("History across reward-model versions")

@@ -20,7 +20,8 @@ user = require_page("stopping")
 svc = service()
 st.title("Stopping criteria")
 st.caption(
-    "Decided before a campaign starts, checked before every Grow step; every change is logged with who and when."
+    "Decided before a campaign starts, checked before every Grow step; "
+    "every change is logged with who and when."
 )
 cid = queries.pick_campaign("stop_pick")
 if cid is None:

@@ -31,7 +31,8 @@ __all__ = [
 
 
 def load_reward(cfg: RewardConfig, device: str | None = None) -> RewardModel:
-    """The reward a config names; FileNotFoundError or RewardError (naming the path or spec) if it cannot load."""
+    """The reward a config names; FileNotFoundError or RewardError (naming the path or spec) if it cannot
+    load."""
     kind = cfg.kind
     if kind == "exact_match":
         return ExactMatch(cfg.batch_size)

@@ -83,13 +83,14 @@ def hash_dir(path: str | Path) -> str:
 
 
 def hash_source(*fns: Callable[..., Any] | str) -> str:
-    """sha256 (16 hex) of the functions' source (strings as given), so editing the code changes the version."""
+    """sha256 (16 hex) of the functions' source (strings as given), so editing the code changes the
+    version."""
     h = hashlib.sha256()
     for fn in fns:
         try:
             text = fn if isinstance(fn, str) else inspect.getsource(fn)
         except (OSError, TypeError):
-            # Builtins and functions defined in a REPL have no source; their qualified name is the best we have.
+            # Builtins and functions defined in a REPL have no source: their qualified name stands in.
             text = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         h.update(text.encode())
     return h.hexdigest()[:16]
@@ -107,7 +108,8 @@ def checked_scores(
     references: list[str] | None = None,
     ids: list | None = None,
 ) -> list[float]:
-    """reward.score, verified: one finite number in [0, 1] per candidate, else RewardError naming the sample."""
+    """reward.score, verified: one finite number in [0, 1] per candidate, else RewardError naming the
+    sample."""
     raw = reward.score(sources, candidates, references)
     try:
         raw = list(raw)
@@ -131,7 +133,7 @@ def checked_scores(
         elif not math.isfinite(x):
             problem = str(x)
         elif not -1e-6 <= x <= 1 + 1e-6:
-            # Filters compare rewards to thresholds in [0, 1]; an unnormalised reward would silently keep all or none.
+            # Filters compare rewards to thresholds in [0, 1]: an unnormalised reward would keep all or none.
             problem = f"{x!r} (outside [0, 1])"
         if problem is not None:
             where = f"sample {i}" + (f" (source id {ids[i]!r})" if ids is not None and i < len(ids) else "")

@@ -13,7 +13,8 @@ from .base import RewardError, RewardModel, autocast, batches, hash_dir, pick_de
 
 
 def check_classifier_dir(path: str | Path) -> dict[str, Any]:
-    """The directory's config.json, if it describes a one-logit sequence classifier; a clear error otherwise."""
+    """The directory's config.json, if it describes a one-logit sequence classifier; a clear error
+    otherwise."""
     p = Path(path)
     if not p.is_dir():
         raise FileNotFoundError(f"reward model directory not found: {p}")
@@ -59,7 +60,7 @@ class HFSequenceClassificationReward(RewardModel):
         self.batch_size = batch_size
         self.device = pick_device(device)
         self.model, self.tokenizer = _load(self.path, self.device)
-        # Some tokenizers report an effectively infinite model_max_length; the position table is the real limit.
+        # Some tokenizers report a huge model_max_length; the position table is the real limit.
         limits = [
             self.tokenizer.model_max_length,
             getattr(self.model.config, "max_position_embeddings", None),

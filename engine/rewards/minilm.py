@@ -40,7 +40,7 @@ class MiniLMEncoder:
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """(len(texts), 384) float32 on CPU; each distinct text is encoded once while it stays cached."""
-        # Sorted by length so batches pad less, then by text so batch composition (and float noise) is reproducible.
+        # By length so batches pad less, then by text so batch composition (and float noise) is reproducible.
         todo = sorted({t for t in texts if t not in self.cache}, key=lambda t: (len(t), t))
         new: dict[str, torch.Tensor] = {}
         with torch.no_grad():
@@ -238,7 +238,8 @@ class MiniLMReward(RewardModel):
             raise RewardError(f"{meta_file}: not valid JSON: {e}") from e
         if self.meta.get("format") != HEAD_FORMAT or self.meta.get("features") != FEATURES:
             raise RewardError(
-                f"{meta_file}: format {self.meta.get('format')!r} is not {HEAD_FORMAT!r} with this feature set"
+                f"{meta_file}: format {self.meta.get('format')!r} is not {HEAD_FORMAT!r} "
+                "with this feature set"
             )
         self.name = f"minilm:{self.path.resolve().name}"
         self.version = hash_dir(self.path)

@@ -74,9 +74,9 @@ def refresh_minilm_head(
 
     Loss per pair: margin-weighted -log sigmoid((r_pref - r_other) / temperature), plus anchor_weight times
     the mean squared change (in temperature units) of the rewards of the same texts against the old head, and
-    of `anchor` (source, candidate, reference) texts when given (unrated outputs of the latest policy: what the
-    head must not forget). 20% of the pairs are held out when there are >= 10. epochs=None runs at least 300
-    Adam steps. Same inputs and seed give the same head.
+    of `anchor` (source, candidate, reference) texts when given (unrated outputs of the latest policy: what
+    the head must not forget). 20% of the pairs are held out when there are >= 10. epochs=None runs at least
+    300 Adam steps. Same inputs and seed give the same head.
     """
     src, out = Path(head_dir), Path(out_dir)
     if out.resolve() == src.resolve():
@@ -225,7 +225,8 @@ def refresh_campaign_reward(
     n_anchor: int = 500,
     **train: Any,
 ) -> dict:
-    """Refresh campaign `cid`'s learned reward on its human ratings; register, unit-test and log the new version.
+    """Refresh campaign `cid`'s learned reward on its human ratings; register, unit-test and log the new
+    version.
 
     Up to `n_anchor` samples of the latest Grow step anchor the head (see refresh_minilm_head; `train` goes
     there too). The parent is unit-tested too when it never was, to name the tests that regressed. With

@@ -30,7 +30,8 @@ class FiltersMixin:
         "$param * max(s.reward) OVER (PARTITION BY s.source_id) "
         "+ (1 - $param) * avg(s.reward) OVER (PARTITION BY s.source_id)) - 1e-12",
         # RAFT: one global quantile of the step's rewards.
-        "quantile": "s.reward >= (SELECT quantile_cont(reward, $param) FROM samples WHERE campaign_id = $cid AND grow = $grow)",
+        "quantile": "s.reward >= (SELECT quantile_cont(reward, $param) FROM samples "
+        "WHERE campaign_id = $cid AND grow = $grow)",
         # ReST-EM: binary reward, keep the correct ones.
         "binary": "s.reward >= 1.0 - 1e-9",
     }
@@ -45,7 +46,8 @@ class FiltersMixin:
     def apply_filter(
         self, cid: str, grow: int, improve: int, rule: str, param: float | None, out_path: str | Path
     ) -> dict:
-        """Write the kept pairs of Grow step `grow` to Parquet (source, target, reward) and record the decision."""
+        """Write the kept pairs of Grow step `grow` to Parquet (source, target, reward) and record the
+        decision."""
         params = {"cid": cid, "grow": grow, "param": param if param is not None else 0.0}
         kept = self._kept_sql(rule)
         cur = self.cursor()
@@ -53,14 +55,16 @@ class FiltersMixin:
         tmp = out_path.with_suffix(".tmp.parquet")
         cur.execute(
             f"COPY (SELECT p.source, k.text AS target, k.reward, k.source_id, k.sample_idx FROM ({kept}) k "
-            f"JOIN prompts p ON p.campaign_id = k.campaign_id AND p.split = 'train' AND p.source_id = k.source_id "
+            "JOIN prompts p ON p.campaign_id = k.campaign_id AND p.split = 'train' "
+            "AND p.source_id = k.source_id "
             f"ORDER BY k.source_id, k.sample_idx) TO '{_sql_path(tmp)}' (FORMAT parquet)",
             _named(kept, params),
         )
         tmp.replace(out_path)
         # Stats from the file just written: re-running the keep query (a window over 16M rows) costs seconds.
         stats = self._rows(
-            "SELECT (SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = ?) AS n_total, count(*) AS kept, "
+            "SELECT (SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = ?) AS n_total, "
+            "count(*) AS kept, "
             "avg(reward) AS kept_mean_reward, count(DISTINCT source_id) AS kept_sources FROM read_parquet(?)",
             [cid, grow, str(out_path)],
         )[0]
@@ -73,7 +77,8 @@ class FiltersMixin:
         cur.execute(
             "INSERT INTO filters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
             "rule = excluded.rule, param = excluded.param, tau = excluded.tau, n_total = excluded.n_total, "
-            "kept = excluded.kept, kept_mean_reward = excluded.kept_mean_reward, created_at = excluded.created_at",
+            "kept = excluded.kept, kept_mean_reward = excluded.kept_mean_reward, "
+            "created_at = excluded.created_at",
             [
                 cid,
                 grow,

@@ -14,8 +14,8 @@ from .core import now
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reward_test_runs (
     run_id VARCHAR PRIMARY KEY, reward_name VARCHAR NOT NULL, reward_version VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL, verdict VARCHAR NOT NULL, n_tests INTEGER NOT NULL, n_failed INTEGER NOT NULL,
-    n_pairs INTEGER, mean_reward DOUBLE, std DOUBLE, config JSON);
+    created_at TIMESTAMP NOT NULL, verdict VARCHAR NOT NULL, n_tests INTEGER NOT NULL,
+    n_failed INTEGER NOT NULL, n_pairs INTEGER, mean_reward DOUBLE, std DOUBLE, config JSON);
 CREATE TABLE IF NOT EXISTS reward_test_results (
     run_id VARCHAR NOT NULL, pos INTEGER NOT NULL, test VARCHAR NOT NULL, expectation VARCHAR NOT NULL,
     tol DOUBLE NOT NULL, n INTEGER NOT NULL, pass_rate DOUBLE, mean_delta DOUBLE, worst_delta DOUBLE,
@@ -108,7 +108,8 @@ class RewardTestsMixin:
     def reward_test_pairs(
         self, campaign_id: str, n: int, seed: int = 0, min_reward: float | None = None
     ) -> list[tuple[str, str, str, str | None]]:
-        """N generated samples of the campaign's latest Grow step as ("source_id/sample_idx", source, text, reference).
+        """N generated samples of the campaign's latest Grow step as ("source_id/sample_idx", source, text,
+        reference).
 
         Drawn in a seeded hash order inside DuckDB, so the draw is reproducible and never loads a whole step.
         `min_reward` keeps only samples scored at least that (the good outputs the tests should start from).
@@ -117,7 +118,8 @@ class RewardTestsMixin:
             self.cursor()
             .execute(  # type: ignore[attr-defined]
                 "SELECT s.source_id, s.sample_idx, p.source, s.text, p.reference FROM samples s "
-                "JOIN prompts p ON p.campaign_id = s.campaign_id AND p.split = 'train' AND p.source_id = s.source_id "
+                "JOIN prompts p ON p.campaign_id = s.campaign_id AND p.split = 'train' "
+                "AND p.source_id = s.source_id "
                 "WHERE s.campaign_id = ? AND s.sample_idx >= 0 "
                 "AND s.grow = (SELECT max(grow) FROM samples WHERE campaign_id = ? AND sample_idx >= 0) "
                 "AND (CAST(? AS DOUBLE) IS NULL OR s.reward >= ?) "

@@ -58,7 +58,8 @@ class UsersMixin:
     def add_user(
         self, name: str, role: str, password: str, actor: str = "cli", replace: bool = False
     ) -> None:
-        """Create an account (or, with replace, reset its role and password). Raises ValueError on bad input."""
+        """Create an account (or, with replace, reset its role and password). Raises ValueError on bad
+        input."""
         if not NAME_RE.match(name or ""):
             raise ValueError(f"user name {name!r}: use 1-64 letters, digits, '_', '.', '@' or '-'")
         if role not in ROLES:
@@ -72,8 +73,9 @@ class UsersMixin:
         if exists and not replace:
             raise ValueError(f"user {name!r} exists (use --replace to reset the password or role)")
         cur.execute(
-            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, false) ON CONFLICT (name) DO UPDATE SET role = excluded.role, "
-            "kdf = excluded.kdf, salt = excluded.salt, pw_hash = excluded.pw_hash, disabled = false",
+            "INSERT INTO users VALUES (?, ?, ?, ?, ?, ?, false) ON CONFLICT (name) DO UPDATE SET "
+            "role = excluded.role, kdf = excluded.kdf, salt = excluded.salt, pw_hash = excluded.pw_hash, "
+            "disabled = false",
             [name, role, kdf, salt, digest, now()],
         )
         if exists:  # a reset password or role ends the account's open sessions

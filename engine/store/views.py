@@ -22,7 +22,8 @@ class ViewsMixin:
         return self._rows(
             "SELECT c.id, c.name, c.mode, c.state, c.stop_reason, c.created_at, c.updated_at, "
             "coalesce(s.n, 0)::BIGINT AS n_samples FROM campaigns c LEFT JOIN "
-            "(SELECT campaign_id, sum(n_rows) AS n FROM shards WHERE kind = 'samples' GROUP BY 1) s ON s.campaign_id = c.id "
+            "(SELECT campaign_id, sum(n_rows) AS n FROM shards WHERE kind = 'samples' GROUP BY 1) s "
+            "ON s.campaign_id = c.id "
             "ORDER BY c.created_at DESC"
         )
 
@@ -31,7 +32,10 @@ class ViewsMixin:
         where = "campaign_id = $cid" if cid is not None else "campaign_id IS NULL"
         if kinds:
             where += " AND list_contains($kinds, kind)"
-        sql = f"SELECT id, ts, actor, kind, state, message, payload FROM events WHERE {where} ORDER BY id DESC LIMIT $limit"
+        sql = (
+            "SELECT id, ts, actor, kind, state, message, payload FROM events "
+            f"WHERE {where} ORDER BY id DESC LIMIT $limit"
+        )
         return self._rows(sql, _named(sql, {"cid": cid, "kinds": kinds, "limit": limit}))
 
     # ---------------------------------------------------------------- reward distributions
@@ -51,12 +55,14 @@ class ViewsMixin:
         """
         sql = """
         WITH h AS (
-            SELECT grow, least(greatest(CAST(floor(reward * $bins) AS INTEGER), 0), $bins - 1) AS bin, count(*) AS n
+            SELECT grow, least(greatest(CAST(floor(reward * $bins) AS INTEGER), 0), $bins - 1) AS bin,
+                   count(*) AS n
             FROM samples WHERE campaign_id = $cid AND (NOT $gen OR sample_idx >= 0)
             GROUP BY grow, bin)
         SELECT grow, bin, bin / $bins AS lo, (bin + 1) / $bins AS hi, n,
                n / sum(n) OVER (PARTITION BY grow) AS share,
-               sum(n) OVER (PARTITION BY grow ORDER BY bin ROWS UNBOUNDED PRECEDING) / sum(n) OVER (PARTITION BY grow) AS ecdf
+               sum(n) OVER (PARTITION BY grow ORDER BY bin ROWS UNBOUNDED PRECEDING)
+                 / sum(n) OVER (PARTITION BY grow) AS ecdf
         FROM h ORDER BY grow, bin
         """
         return self._rows(sql, {"cid": cid, "bins": int(bins), "gen": bool(generated_only)})
@@ -99,13 +105,14 @@ class ViewsMixin:
                      WHERE campaign_id = $cid AND grow = $grow AND (NOT $gen OR sample_idx >= 0)),
         src AS (SELECT source_id FROM ids ORDER BY hash(source_id, $seed) LIMIT $max),
         per AS (
-            SELECT source_id, quantile_cont(reward, [0.1, 0.5, 0.9]) AS q, max(reward) AS mx, avg(reward) AS mean
+            SELECT source_id, quantile_cont(reward, [0.1, 0.5, 0.9]) AS q, max(reward) AS mx,
+                   avg(reward) AS mean
             FROM samples WHERE campaign_id = $cid AND grow = $grow AND (NOT $gen OR sample_idx >= 0)
               AND source_id IN (SELECT source_id FROM src)
             GROUP BY source_id),
         r AS (SELECT *, ntile($bands) OVER (ORDER BY q[2], mean, source_id) AS band FROM per)
-        SELECT band, count(*) AS n_sources, avg(q[1]) AS p10, avg(q[2]) AS p50, avg(q[3]) AS p90, avg(mx) AS max,
-               avg(mean) AS mean, (SELECT count(*) FROM ids) AS n_total{empty}
+        SELECT band, count(*) AS n_sources, avg(q[1]) AS p10, avg(q[2]) AS p50, avg(q[3]) AS p90,
+               avg(mx) AS max, avg(mean) AS mean, (SELECT count(*) FROM ids) AS n_total{empty}
         FROM r GROUP BY band ORDER BY band
         """
         params = {
@@ -128,12 +135,15 @@ class ViewsMixin:
         return {"bands": rows, "n_sources": n_sources, "n_sources_total": n_total, "empty_at": empty_at}
 
     def reward_vs_length(self, cid: str, grow: int, reward_bins: int = 20, length_bins: int = 24) -> dict:
-        """2-D counts of generated candidates by output length (tokens) and reward, plus mean reward per length bin."""
+        """2-D counts of generated candidates by output length (tokens) and reward, plus mean reward per
+        length bin."""
         # One scan groups by (exact length, reward bin): a few thousand groups; lengths are binned afterwards.
         sql = """
-        WITH g AS (SELECT n_tokens AS t, least(greatest(CAST(floor(reward * $rbins) AS INTEGER), 0), $rbins - 1) AS rbin,
+        WITH g AS (SELECT n_tokens AS t,
+                          least(greatest(CAST(floor(reward * $rbins) AS INTEGER), 0), $rbins - 1) AS rbin,
                           count(*) AS n, sum(reward) AS sr
-                   FROM samples WHERE campaign_id = $cid AND grow = $grow AND sample_idx >= 0 AND n_tokens IS NOT NULL
+                   FROM samples WHERE campaign_id = $cid AND grow = $grow AND sample_idx >= 0
+                     AND n_tokens IS NOT NULL
                    GROUP BY ALL),
         w AS (SELECT greatest(CAST(ceil((coalesce(max(t), 0) + 1) / $lbins) AS INTEGER), 1) AS width FROM g),
         b AS (SELECT (t // width) * width AS len_lo, width, rbin, n, sr FROM g, w)
@@ -154,18 +164,21 @@ class ViewsMixin:
     def grow_best_of_n(
         self, cid: str, grow: int, ns: list[int], max_sources: int = 10000, seed: int = 0
     ) -> list[dict]:
-        """Expected best reward of n candidates drawn without replacement from a source's K samples, averaged over sources.
+        """Expected best reward of n candidates drawn without replacement from a source's K samples,
+        averaged over sources.
 
-        With a source's rewards sorted ascending r_(1..K), E[max of n] = sum_i r_(i) C(i-1, n-1) / C(K, n): exact for
-        each source. Steps with more than `max_sources` sources use a seeded uniform sample of that many sources
-        (10,000 give the mean to about 1e-3 and keep a 16M-sample step under a second); `sources` says how many.
+        With a source's rewards sorted ascending r_(1..K), E[max of n] = sum_i r_(i) C(i-1, n-1) / C(K, n):
+        exact for each source. Steps with more than `max_sources` sources use a seeded uniform sample of that
+        many sources (10,000 give the mean to about 1e-3 and keep a 16M-sample step under a second);
+        `sources` says how many.
         """
         ns = sorted({int(n) for n in ns if int(n) >= 1})
         if not ns:
             return []
-        # One weight column per n, computed once per (K, i) on a tiny table, so the 16M-row side only multiplies.
+        # One weight column per n, computed once per (K, i) on a tiny table: the 16M-row side only multiplies.
         wcols = ", ".join(
-            f"CASE WHEN i >= $n{j} AND k >= $n{j} THEN exp(lgamma(i) - lgamma($n{j}) - lgamma(i - $n{j} + 1) - lgamma(k + 1) "
+            f"CASE WHEN i >= $n{j} AND k >= $n{j} "
+            f"THEN exp(lgamma(i) - lgamma($n{j}) - lgamma(i - $n{j} + 1) - lgamma(k + 1) "
             f"+ lgamma($n{j} + 1) + lgamma(k - $n{j} + 1)) ELSE 0 END AS w{j}"
             for j in range(len(ns))
         )
@@ -184,7 +197,8 @@ class ViewsMixin:
                 AND source_id IN (SELECT source_id FROM src)),
         ks AS (SELECT DISTINCT k FROM s),
         w AS (SELECT k, i, {wcols} FROM (SELECT k, unnest(range(1, k + 1)) AS i FROM ks)),
-        per AS (SELECT s.source_id, any_value(s.k) AS k, {per} FROM s JOIN w USING (k, i) GROUP BY s.source_id)
+        per AS (SELECT s.source_id, any_value(s.k) AS k, {per} FROM s JOIN w USING (k, i)
+                GROUP BY s.source_id)
         SELECT {sums} FROM per
         """
         params = {"cid": cid, "grow": int(grow), "seed": int(seed), "max": int(max_sources)}
@@ -197,7 +211,8 @@ class ViewsMixin:
         ]
 
     def samples_between(self, cid: str, grow: int, lo: float, hi: float, limit: int = 20) -> list[dict]:
-        """A few candidates with lo <= reward <= hi (highest first), with their source, to read what a reward means."""
+        """A few candidates with lo <= reward <= hi (highest first), with their source, to read what a
+        reward means."""
         return self._rows(
             "WITH top AS (SELECT source_id, sample_idx, text, reward, n_tokens, policy FROM samples "
             "WHERE campaign_id = ? AND grow = ? AND reward BETWEEN ? AND ? "
@@ -210,10 +225,11 @@ class ViewsMixin:
 
     # ---------------------------------------------------------------- rating progress (the Rate page)
     def annotator_progress(self, annotator: str, skipped_since=None) -> dict:
-        """What one annotator sees as progress: tasks rated (ever), skipped since `skipped_since` (None: ever),
-        and open tasks still left for them (not full, not rated nor skipped by them)."""
+        """What one annotator sees as progress: tasks rated (ever), skipped since `skipped_since` (None:
+        ever), and open tasks still left for them (not full, not rated nor skipped by them)."""
         sql = """
-        WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, bool_or(annotator = $who) AS mine FROM ratings GROUP BY task_id),
+        WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, bool_or(annotator = $who) AS mine
+                   FROM ratings GROUP BY task_id),
         k AS (SELECT DISTINCT task_id FROM rating_skips WHERE annotator = $who
               AND ($since::TIMESTAMP IS NULL OR ts >= $since::TIMESTAMP))
         SELECT (SELECT count(*) FROM ratings WHERE annotator = $who) AS rated,
@@ -224,20 +240,22 @@ class ViewsMixin:
         """
         return self._rows(sql, {"who": annotator, "since": skipped_since})[0]
 
-    # ---------------------------------------------------------------- reward-model versions and their unit tests
+    # ---------------------------------------------------------------- reward-model versions, unit tests
     def reward_test_history(self) -> list[dict]:
         """Every reward test run, newest first, with the tests that failed and where the run came from."""
         return self._rows(
             "WITH f AS (SELECT run_id, list(test ORDER BY pos) FILTER (WHERE passed = false) AS failed "
             "FROM reward_test_results GROUP BY run_id) "
-            "SELECT r.run_id, r.reward_name, r.reward_version, r.created_at, r.verdict, r.n_tests, r.n_failed, r.n_pairs, "
-            "r.mean_reward, json_extract_string(r.config, '$.campaign') AS campaign, "
-            "json_extract_string(r.config, '$.reference_set') AS reference_set, coalesce(f.failed, []) AS failed_tests "
+            "SELECT r.run_id, r.reward_name, r.reward_version, r.created_at, r.verdict, r.n_tests, "
+            "r.n_failed, r.n_pairs, r.mean_reward, json_extract_string(r.config, '$.campaign') AS campaign, "
+            "json_extract_string(r.config, '$.reference_set') AS reference_set, "
+            "coalesce(f.failed, []) AS failed_tests "
             "FROM reward_test_runs r LEFT JOIN f USING (run_id) ORDER BY r.created_at DESC, r.run_id DESC"
         )
 
     def reward_test_matrix(self, limit_runs: int = 30) -> list[dict]:
-        """Pass rate of each test in each of the newest `limit_runs` runs (oldest first): the history as a grid."""
+        """Pass rate of each test in each of the newest `limit_runs` runs (oldest first): the history as a
+        grid."""
         return self._rows(
             "WITH r AS (SELECT run_id, reward_version, created_at FROM reward_test_runs "
             "ORDER BY created_at DESC, run_id DESC LIMIT ?) "
@@ -247,19 +265,24 @@ class ViewsMixin:
         )
 
     def reward_versions(self, cid: str | None = None) -> list[dict]:
-        """Reward-model versions (registered in reward_models, tested, or scoring `cid`'s samples) with the verdict
-        of their latest unit-test run; `used_in_grows` / `n_samples` say where campaign `cid` used each one."""
+        """Reward-model versions (registered in reward_models, tested, or scoring `cid`'s samples) with the
+        verdict of their latest unit-test run; `used_in_grows` / `n_samples` say where campaign `cid` used
+        each one."""
         sql = """
         WITH f AS (SELECT run_id, list(test ORDER BY pos) FILTER (WHERE passed = false) AS failed
                    FROM reward_test_results GROUP BY run_id),
-        latest AS (SELECT *, row_number() OVER (PARTITION BY reward_version ORDER BY created_at DESC, run_id DESC) AS k,
+        latest AS (SELECT *, row_number() OVER (PARTITION BY reward_version
+                                                ORDER BY created_at DESC, run_id DESC) AS k,
                           count(*) OVER (PARTITION BY reward_version) AS n_runs FROM reward_test_runs),
         used AS (SELECT reward_version AS version, list(DISTINCT grow ORDER BY grow) AS grows, count(*) AS n
                  FROM samples WHERE campaign_id = $cid GROUP BY 1),
-        v AS (SELECT version FROM reward_models UNION SELECT reward_version FROM reward_test_runs UNION SELECT version FROM used)
-        SELECT v.version, coalesce(m.name, l.reward_name) AS name, m.kind, m.path, m.created_at AS registered_at,
+        v AS (SELECT version FROM reward_models UNION SELECT reward_version FROM reward_test_runs
+              UNION SELECT version FROM used)
+        SELECT v.version, coalesce(m.name, l.reward_name) AS name, m.kind, m.path,
+               m.created_at AS registered_at,
                u.grows AS used_in_grows, u.n AS n_samples, l.run_id AS latest_run, l.created_at AS tested_at,
-               coalesce(l.verdict, 'untested') AS verdict, l.n_tests, l.n_failed, coalesce(f.failed, []) AS failed_tests,
+               coalesce(l.verdict, 'untested') AS verdict, l.n_tests, l.n_failed,
+               coalesce(f.failed, []) AS failed_tests,
                coalesce(l.n_runs, 0) AS n_runs
         FROM v LEFT JOIN reward_models m USING (version) LEFT JOIN used u USING (version)
         LEFT JOIN latest l ON l.reward_version = v.version AND l.k = 1 LEFT JOIN f ON f.run_id = l.run_id
