@@ -131,7 +131,8 @@ def test_run_to_done_store_contents(finished_arith):
     # Training curves landed once per step that trained.
     curves = read_db(
         db,
-        "SELECT step_key, count(*) FILTER (WHERE loss IS NOT NULL), count(DISTINCT step) FILTER (WHERE loss IS NOT NULL) "
+        "SELECT step_key, count(*) FILTER (WHERE loss IS NOT NULL), "
+        "count(DISTINCT step) FILTER (WHERE loss IS NOT NULL) "
         "FROM curves WHERE campaign_id = ? GROUP BY ALL ORDER BY step_key",
         [cid],
     )
@@ -172,7 +173,8 @@ def _kill_when(args: list[str], db: Path, ready, log: Path, timeout: float = 240
                 break
             if proc.poll() is not None:
                 pytest.fail(
-                    f"restgov {args[0]} exited ({proc.returncode}) before the kill point:\n{log.read_text()[-3000:]}"
+                    f"restgov {args[0]} exited ({proc.returncode}) before the kill point:\n"
+                    f"{log.read_text()[-3000:]}"
                 )
             if time.monotonic() > deadline:
                 pytest.fail(f"kill point not reached in {timeout:.0f} s:\n{log.read_text()[-3000:]}")

@@ -39,7 +39,8 @@ class GatesMixin:
         actor: str = "controller",
     ) -> None:
         self.cursor().execute(  # type: ignore[attr-defined]
-            "INSERT INTO gate_checks (campaign_id, stage, grow, gate, status, message, figures, policy, actor, ts) "
+            "INSERT INTO gate_checks "
+            "(campaign_id, stage, grow, gate, status, message, figures, policy, actor, ts) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 cid,
@@ -91,8 +92,8 @@ class GatesMixin:
         for g, metric, v in (
             self.cursor()
             .execute(  # type: ignore[attr-defined]
-                "SELECT grow, metric, avg(value) FROM sample_audits WHERE campaign_id = ? AND sample_idx >= 0 "
-                "GROUP BY grow, metric",
+                "SELECT grow, metric, avg(value) FROM sample_audits "
+                "WHERE campaign_id = ? AND sample_idx >= 0 GROUP BY grow, metric",
                 [cid],
             )
             .fetchall()
