@@ -246,11 +246,13 @@ def test_operator_runs_the_arith_demo_and_sees_the_histogram_fill(server, page):
 
 
 def _shown(page) -> dict:
-    """The task on the Rate page as the annotator sees it: id and the two candidates in their screen order."""
-    tid = int(page.get_by_text(re.compile(r"^Task \d+ ·")).first.inner_text().split()[1])
-    page.locator(f".st-key-rate_submit_{tid}").wait_for()  # drawn after both candidates: the run is complete
+    """The task on the Rate page as the annotator sees it: the opaque token of this view (the page shows no
+    task id) and the two candidates in their screen order."""
+    submit = page.locator('[class*="st-key-rate_submit_"]').first
+    submit.wait_for()  # drawn after both candidates: the run is complete
+    view = re.search(r"st-key-rate_submit_([0-9a-f]+)", submit.get_attribute("class")).group(1)
     return {
-        "task_id": tid,
+        "view": view,
         "left": page.locator(".st-key-rate_side_left code").first.inner_text(),
         "right": page.locator(".st-key-rate_side_right code").first.inner_text(),
     }
@@ -263,9 +265,7 @@ def _wait_score(page, side: str, score: int) -> None:
 
 
 def _next_task(page, task: dict) -> None:
-    page.get_by_text(
-        re.compile(rf"^(Task (?!{task['task_id']} )\d+ ·|Nothing left to rate)")
-    ).first.wait_for()
+    page.locator(f".st-key-rate_submit_{task['view']}").wait_for(state="detached")
 
 
 def test_annotator_rates_three_pairs_one_by_keyboard_and_is_refused_operator_pages(server, page):
@@ -311,10 +311,11 @@ def test_annotator_rates_three_pairs_one_by_keyboard_and_is_refused_operator_pag
 
     def ratings_landed(con) -> None:  # exactly these ratings, with the order shown
         rows = con.execute(
-            "SELECT r.task_id, r.score_a, r.score_b, r.shown_order, t.text_a, t.text_b FROM ratings r "
-            "JOIN rating_tasks t USING (task_id) WHERE r.annotator = 'ann' ORDER BY r.rating_id"
+            "SELECT v.token, r.score_a, r.score_b, r.shown_order, t.text_a, t.text_b FROM ratings r "
+            "JOIN rating_tasks t USING (task_id) JOIN rating_views v ON v.task_id = r.task_id "
+            "AND v.annotator = r.annotator WHERE r.annotator = 'ann' ORDER BY r.rating_id"
         ).fetchall()
-        assert [r[0] for r in rows] == [t["task_id"] for t in rated], rows
+        assert [r[0] for r in rows] == [t["view"] for t in rated], rows
         for (_, score_a, score_b, order, text_a, text_b), t in zip(rows, rated):
             assert (t["left"], t["right"]) == ((text_a, text_b) if order == "ab" else (text_b, text_a))
             assert (score_a, score_b) == (
