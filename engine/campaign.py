@@ -1,6 +1,7 @@
 """The controller: owns the store, advances a campaign one unit at a time, runs each unit in a worker.
 
-CREATED -> BOOTSTRAP -> GROW(g) -> IMPROVE(g, i) -> ... -> EVAL(final) -> DONE | STOPPED | FAILED (engine/state.py).
+CREATED -> BOOTSTRAP -> GROW(g) -> GATES(g) -> IMPROVE(g, i) -> ... -> EVAL(final) -> DONE | STOPPED | FAILED
+(engine/state.py).
 The next unit is derived from the steps recorded as done, never from memory, so `resume` after a crash
 (of the worker or of this process) continues from the last completed unit. What each unit prepares, runs
 and records is its module in engine/steps/; the worker's file contract is engine/worker.py.
@@ -41,7 +42,8 @@ class StopRequested(RuntimeError):
 
 
 def new_campaign(store: Store, cfg: CampaignConfig, run_root: str | Path, actor: str = "cli") -> str:
-    """Validate the data (errors name file and line), copy the splits into the run dir, register the campaign."""
+    """Validate the data (errors name file and line), copy the splits into the run dir, register the
+    campaign."""
     splits = {s: load_split(cfg.data, s) for s in ("train", "validation", "test", "bootstrap")}
     slug = re.sub(r"[^a-z0-9]+", "-", cfg.name.lower()).strip("-")[:32] or "campaign"
     cid = f"{slug}-{uuid.uuid4().hex[:6]}"
@@ -129,7 +131,8 @@ class Controller:
         return filters.plan(cfg, self.store.grow_stats(cid, g)["mean"])
 
     def val_by_grow(self, done: dict[str, dict]) -> list[float]:
-        """Validation reward after bootstrap and after each Grow's last Improve (the stopping criteria's input)."""
+        """Validation reward after bootstrap and after each Grow's last Improve (input of the stopping
+        criteria)."""
         vals = [done["bootstrap"]["val_reward"]] if "bootstrap" in done else []
         g = 1
         while f"g{g}-grow" in done:

@@ -22,7 +22,7 @@ class StepFailed(RuntimeError):
 
 
 class EndCampaign(RuntimeError):
-    """A unit found a reason to end the campaign (e.g. `improve.on_empty = "stop"`): final evaluation, DONE."""
+    """A unit found a reason to end the campaign (`improve.on_empty = "stop"`): final evaluation, DONE."""
 
 
 @dataclass

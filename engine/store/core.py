@@ -102,7 +102,8 @@ class CoreStore:
             self._con = duckdb.connect(str(self.path))
         except duckdb.IOException as e:
             raise RuntimeError(
-                f"cannot open {self.path}: another restgov process (a dashboard or a `restgov run`) holds it. "
+                f"cannot open {self.path}: another restgov process (a dashboard or a `restgov run`) "
+                "holds it. "
                 "Stop it, or point --db at another file."
             ) from e
         self._local = threading.local()
@@ -169,7 +170,8 @@ class CoreStore:
 
     def campaigns(self) -> list[dict]:
         return self._rows(
-            "SELECT id, name, mode, state, stop_reason, created_at, updated_at FROM campaigns ORDER BY created_at"
+            "SELECT id, name, mode, state, stop_reason, created_at, updated_at FROM campaigns "
+            "ORDER BY created_at"
         )
 
     def set_state(
@@ -226,7 +228,8 @@ class CoreStore:
     @staticmethod
     def _event(cur, cid, kind, message, payload, actor, state) -> None:
         cur.execute(
-            "INSERT INTO events (campaign_id, ts, actor, kind, state, message, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (campaign_id, ts, actor, kind, state, message, payload) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [cid, now(), actor, kind, state, message, json.dumps(payload) if payload is not None else None],
         )
 
@@ -242,13 +245,15 @@ class CoreStore:
     def start_step(self, cid: str, key: str, kind: str, grow: int | None, improve: int | None) -> None:
         self.cursor().execute(
             "INSERT INTO steps VALUES (?, ?, ?, ?, ?, 'running', ?, NULL, NULL, NULL) "
-            "ON CONFLICT (campaign_id, step_key) DO UPDATE SET status = 'running', started_at = excluded.started_at",
+            "ON CONFLICT (campaign_id, step_key) DO UPDATE SET status = 'running', "
+            "started_at = excluded.started_at",
             [cid, key, kind, grow, improve, now()],
         )
 
     def finish_step(self, cid: str, key: str, result: dict, seconds: float) -> None:
         self.cursor().execute(
-            "UPDATE steps SET status = 'done', finished_at = ?, seconds = ?, result = ? WHERE campaign_id = ? AND step_key = ?",
+            "UPDATE steps SET status = 'done', finished_at = ?, seconds = ?, result = ? "
+            "WHERE campaign_id = ? AND step_key = ?",
             [now(), seconds, json.dumps(result), cid, key],
         )
 
@@ -328,7 +333,8 @@ class CoreStore:
     # ---------------------------------------------------------------- samples
     def grow_stats(self, cid: str, grow: int) -> dict:
         row = self._rows(
-            "SELECT count(*) AS n, avg(reward) AS mean, stddev_pop(reward) AS std, min(reward) AS min, max(reward) AS max, "
+            "SELECT count(*) AS n, avg(reward) AS mean, stddev_pop(reward) AS std, min(reward) AS min, "
+            "max(reward) AS max, "
             "count(*) FILTER (WHERE sample_idx >= 0) AS n_generated "
             "FROM samples WHERE campaign_id = ? AND grow = ?",
             [cid, grow],
@@ -340,7 +346,8 @@ class CoreStore:
         rows = (
             self.cursor()
             .execute(
-                "SELECT any_value(policy) FROM samples WHERE campaign_id = ? AND grow = ? AND sample_idx >= 0",
+                "SELECT any_value(policy) FROM samples "
+                "WHERE campaign_id = ? AND grow = ? AND sample_idx >= 0",
                 [cid, grow],
             )
             .fetchall()
@@ -373,7 +380,8 @@ class CoreStore:
         self, cid: str, policy: str, path: str, parent: str | None, grow: int | None, improve: int | None
     ) -> None:
         self.cursor().execute(
-            "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET path = excluded.path",
+            "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET path = excluded.path",
             [cid, policy, path, parent, grow, improve, now()],
         )
 
@@ -401,8 +409,9 @@ class CoreStore:
         opt = "FORMAT parquet" if fmt == "parquet" else "FORMAT json"
         cur = self.cursor()
         cur.execute(
-            f"COPY (SELECT s.grow, s.source_id, s.sample_idx, p.source, p.reference, s.text, s.n_tokens, s.sum_logprob, "
-            f"s.policy, s.reward, s.reward_version FROM samples s LEFT JOIN prompts p ON p.campaign_id = s.campaign_id "
+            f"COPY (SELECT s.grow, s.source_id, s.sample_idx, p.source, p.reference, s.text, s.n_tokens, "
+            f"s.sum_logprob, s.policy, s.reward, s.reward_version FROM samples s "
+            f"LEFT JOIN prompts p ON p.campaign_id = s.campaign_id "
             f"AND p.split = 'train' AND p.source_id = s.source_id WHERE s.campaign_id = ? "
             f"ORDER BY s.grow, s.source_id, s.sample_idx) TO '{_sql_path(Path(out))}' ({opt})",
             [cid],
