@@ -179,10 +179,19 @@ def human_gate(store, cfg: CampaignConfig, cid: str, policy: str) -> GateResult:
     if policy == "base":
         return GateResult("human", True, "no policy beyond the BC baseline to rate yet")
     pair = {"base", policy}
-    if not any({t["policy_a"], t["policy_b"]} == pair for t in store.rating_tasks(cid)):
+    try:  # tops the pair's tasks up to human_tasks; sources already tasked are not asked again
         store.create_gate_tasks(cid, policy, baseline="base", n=g.human_tasks, required_ratings=1)
+    except ValueError as e:  # no validation outputs of one of the two policies
+        return GateResult(
+            "human", False, f"no rating tasks for {policy} vs base: {e}", {"policy": policy}, policy
+        )
     rows = [r for r in store.ratings(cid) if {r["policy_a"], r["policy_b"]} == pair]
-    figures = {"policy": policy, "n_ratings": len(rows), "min_ratings": g.human_min_ratings}
+    figures = {
+        "policy": policy,
+        "n_ratings": len(rows),
+        "n_simulated": sum(bool(r.get("simulated")) for r in rows),
+        "min_ratings": g.human_min_ratings,
+    }
     if len(rows) < g.human_min_ratings:
         need = g.human_min_ratings - len(rows)
         msg = f"waiting for {need} ratings of {policy} vs base ({len(rows)} of {g.human_min_ratings})"

@@ -150,15 +150,39 @@ def _print_table(store, cid: str) -> None:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from ..recipes import prepare
+    from ..recipes import PREFLIGHT_REWARD_TESTS, prepare
 
     cfg_path = prepare(a.recipe, Path(a.data_dir) / "recipes", small=a.small)
     print(f"recipe {a.recipe}: data and config in {cfg_path.parent}")
     a.config = str(cfg_path)
-    return cmd_run(a)
+    return cmd_run(a, preflight=a.recipe in PREFLIGHT_REWARD_TESTS)
 
 
-def cmd_run(a: argparse.Namespace) -> int:
+def _preflight(store, cid: str, cfg) -> None:
+    """Run the reward's unit tests on the campaign's validation references before anything trains, and
+    say what they found; the campaign then runs with its gates on, to show what they catch."""
+    from ..steps.reward_tests import run_outside_campaign, validation_pairs
+
+    row = store.campaign(cid)
+    run_dir = Path(row["run_dir"])
+    print("reward unit tests on the validation references (before the campaign runs) ...")
+    pairs = validation_pairs(run_dir, cfg.eval.max_sources)
+    rep = run_outside_campaign(
+        store, cfg, pairs, run_dir / "steps" / "preflight-reward-tests", cid=cid, actor="demo"
+    )
+    for t in rep["tests"]:
+        if t["verdict"] == "fail":
+            print(
+                f"  FAIL {t['name']:<20} reward moved {t['mean_delta']:+.4f} on average "
+                f"(expected: {t['expectation']}); pass rate {t['pass_rate']:.2f}"
+            )
+    verdict = "FAILS" if rep["failed"] else "passes"
+    print(f"reward {rep['reward_version']} {verdict} its unit tests (run {rep['run_id']}).")
+    if rep["failed"]:
+        print("proceeding anyway, with the governance gates on, to show what a campaign on this reward does.")
+
+
+def cmd_run(a: argparse.Namespace, preflight: bool = False) -> int:
     from ..campaign import new_campaign
     from ..config import ConfigError, load_config
     from ..data import DataError
@@ -172,6 +196,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         cid = new_campaign(store, cfg, Path(a.db).resolve().parent / "runs")
     except DataError as e:
         sys.exit(f"error in the data of {a.config}:\n{e}")
+    if preflight:
+        _preflight(store, cid, cfg)
     return _drive(store, cid)
 
 
