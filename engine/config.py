@@ -225,6 +225,21 @@ class DataConfig:
 REWARD_KINDS = ("hf", "callable", "exact_match", "numeric", "chrf", "minilm")
 
 
+def _check_provider(p: Any, table: str) -> None:
+    """The checks every reward provider table shares ([reward], each [[audit]]), naming `table.field`."""
+    _check(p.kind in REWARD_KINDS, f"{table}.kind", p.kind, f"one of {list(REWARD_KINDS)}")
+    if p.kind in ("hf", "minilm"):
+        _check(bool(p.path), f"{table}.path", p.path, f"a model directory is required for kind {p.kind!r}")
+    if p.kind == "callable":
+        _check(
+            bool(p.function) and ":" in str(p.function),
+            f"{table}.function",
+            p.function,
+            "'module:function' is required for kind 'callable'",
+        )
+    _check(p.batch_size > 0, f"{table}.batch_size", p.batch_size, "must be > 0")
+
+
 @dataclass
 class RewardConfig:
     kind: str = doc(
@@ -255,22 +270,7 @@ class RewardConfig:
     )
 
     def __post_init__(self) -> None:
-        _check(self.kind in REWARD_KINDS, "reward.kind", self.kind, f"one of {list(REWARD_KINDS)}")
-        if self.kind in ("hf", "minilm"):
-            _check(
-                bool(self.path),
-                "reward.path",
-                self.path,
-                f"a model directory is required for kind {self.kind!r}",
-            )
-        if self.kind == "callable":
-            _check(
-                bool(self.function) and ":" in str(self.function),
-                "reward.function",
-                self.function,
-                "'module:function' is required for kind 'callable'",
-            )
-        _check(self.batch_size > 0, "reward.batch_size", self.batch_size, "must be > 0")
+        _check_provider(self, "reward")
 
 
 @dataclass
@@ -551,19 +551,7 @@ class AuditMetric:
     batch_size: int = doc(64, "Candidates per call, as for [reward].")
 
     def __post_init__(self) -> None:
-        _check(self.kind in REWARD_KINDS, "audit.kind", self.kind, f"one of {list(REWARD_KINDS)}")
-        if self.kind in ("hf", "minilm"):
-            _check(
-                bool(self.path), "audit.path", self.path, f"a model directory is required for {self.kind!r}"
-            )
-        if self.kind == "callable":
-            _check(
-                bool(self.function) and ":" in str(self.function),
-                "audit.function",
-                self.function,
-                "'module:function' is required for kind 'callable'",
-            )
-        _check(self.batch_size > 0, "audit.batch_size", self.batch_size, "must be > 0")
+        _check_provider(self, "audit")
         self.name = self.name or self.kind
 
     def reward_config(self) -> RewardConfig:

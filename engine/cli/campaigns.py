@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from .common import DEFAULT_DB, add_command, open_store
+from .common import DEFAULT_DB, add_actor_argument, add_command, open_store
 
 
 class _Bars:
@@ -277,9 +276,7 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> None:
         metavar="GATE",
         help="let a failing gate (audit, drift, reward_tests, human) through once; logged with --actor",
     )
-    rs.add_argument(
-        "--actor", default=os.environ.get("USER", "cli"), help="who resumes (recorded in the event log)"
-    )
+    add_actor_argument(rs, "resumes")
     rs.add_argument(
         "--reopen",
         action="store_true",

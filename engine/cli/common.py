@@ -42,3 +42,10 @@ def open_store(db: str):
         return _open(db)
     except RuntimeError as e:
         sys.exit(f"error: {e}")
+
+
+def add_actor_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--actor NAME` (default $USER): who did `what`, recorded in the campaign's event log."""
+    parser.add_argument(
+        "--actor", default=os.environ.get("USER", "cli"), help=f"who {what} (recorded; default $USER)"
+    )

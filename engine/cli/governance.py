@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from typing import Any
 
-from .common import DEFAULT_DB, add_command, add_db_argument, open_store
+from .common import DEFAULT_DB, add_actor_argument, add_command, add_db_argument, open_store
 
 
 def _campaign(store, cid: str) -> dict:
@@ -195,7 +194,7 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> None:
         help="e.g. stop.max_grow_steps=3, stop.target_reward=0.9, gates.drift=true, gates.action=stop; "
         "VALUE none removes an optional criterion",
     )
-    c.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who makes the change (recorded)")
+    add_actor_argument(c, "makes the change")
 
     r = subparsers.add_parser(
         "ratings",

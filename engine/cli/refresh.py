@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
-from .common import DEFAULT_DB, add_db_argument, open_store
+from .common import DEFAULT_DB, add_actor_argument, add_db_argument, open_store
 
 HELP = (
     "Refresh a campaign's learned reward (kind minilm) from its human ratings and switch the campaign to it; "
@@ -115,9 +114,7 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> argparse.Argument
         "--out", help="directory for the new head (default RUN_DIR/reward_heads/refresh-TIMESTAMP)"
     )
     add_db_argument(p, default_db)
-    p.add_argument(
-        "--actor", default=os.environ.get("USER", "cli"), help="who refreshed it (recorded; default $USER)"
-    )
+    add_actor_argument(p, "refreshed it")
     p.add_argument(
         "--no-switch",
         action="store_true",
