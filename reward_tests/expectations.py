@@ -13,7 +13,11 @@ EXPECTATIONS = {
     "not_rise": "delta <= tol",  # the change must not be rewarded
     "fall": "delta <= -tol",  # the change must cost reward, by at least tol
 }
-MIN_STD = 1e-3  # a constant reward would otherwise make every tolerance ~0 and every test a coin flip
+MIN_STD = 1e-3  # below this the reward is constant on the reference set: its std is no unit
+# The unit when the reward is constant on the reference set (an exact reward, chrF or a verifier, scored on
+# the references themselves gives each 1.0): a tenth of a [0, 1] reward's range, so an invariance test
+# allows a change of 0.05 at tol 0.5 and a direction test asks for a fall of 0.1 at tol 1.0.
+ZERO_STD_UNIT = 0.1
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.rewards import RewardModel, checked_scores
 
-from .expectations import MIN_STD, RewardTest, badness, holds
+from .expectations import MIN_STD, ZERO_STD_UNIT, RewardTest, badness, holds
 
 Pair = tuple[str, str, str, str | None]  # (source_id, source, candidate, reference)
 N_WORST = 3
@@ -50,7 +50,7 @@ class SuiteReport:
     n_pairs: int
     mean_reward: float  # of the unperturbed candidates
     std_measured: float  # of the unperturbed candidates' rewards (sample std)
-    std: float  # the unit of every tolerance: std_measured floored at MIN_STD, or as given
+    std: float  # the unit of every tolerance: std_measured (ZERO_STD_UNIT if constant), or as given
     results: list[TestResult]
     config: dict[str, Any]  # seed, tol_scale, min_pass_rate, ... as run
 
@@ -113,7 +113,7 @@ def run_suite(
     references = list(refs) if all(r is not None for r in refs) else None  # type: ignore[arg-type]
     base = checked_scores(reward, sources, cands, references, ids=ids)
     measured = statistics.stdev(base) if len(base) > 1 else 0.0
-    unit = float(std) if std is not None else max(measured, MIN_STD)
+    unit = float(std) if std is not None else (measured if measured >= MIN_STD else ZERO_STD_UNIT)
 
     perturbed = {t.name: _perturb(t, pairs, seed, max_examples_per_test) for t in tests}
     flat = [(t.name, i, text) for t in tests for i, text in perturbed[t.name]]

@@ -18,6 +18,7 @@ from engine.store.reward_tests import RewardTestsMixin
 from reward_tests import RewardTest, default_suite, load_user_tests, run_suite
 from reward_tests import perturbations as P
 from reward_tests.cli import main
+from reward_tests.expectations import ZERO_STD_UNIT
 from reward_tests.report import render, to_dict
 from reward_tests.suite import merge, select
 
@@ -224,13 +225,16 @@ def test_chrf_passes_repetition_permutation_and_filler():
     ]
     assert all(v[name] == "pass" for name in honest_passes), v
     assert all(r.n == len(PAIRS) for r in report.results)
-    # chrF scores every reference 1.0, so the unit floors at 1e-3 and a typo's real chrF cost is a change.
-    assert report.std_measured == 0 and report.std == pytest.approx(1e-3)
-    assert v["typo"] == v["punctuation"] == "fail"
-    # With a realistic unit (the std of a campaign's samples is ~0.1) the invariance tests pass too.
-    assert run_suite(ChrF(), PAIRS, default_suite(), std=0.1).verdict == "pass"
-    d = json.loads(json.dumps(to_dict(report)))
+    # chrF scores every reference 1.0: a constant reward has no std, so the unit is the absolute
+    # ZERO_STD_UNIT, and a typo's small chrF cost is within the invariance tolerance.
+    assert report.std_measured == 0 and report.std == pytest.approx(ZERO_STD_UNIT)
+    assert v["typo"] == v["punctuation"] == "pass"
+    # A unit at the old floor makes any measurable change count: chrF then fails the invariance tests.
+    strict = run_suite(ChrF(), PAIRS, default_suite(), std=1e-3)
+    assert _verdicts(strict)["typo"] == _verdicts(strict)["punctuation"] == "fail"
+    d = json.loads(json.dumps(to_dict(strict)))
     assert d["verdict"] == "fail" and d["failed"] == ["typo", "punctuation"] and len(d["tests"]) == 11
+    assert run_suite(ChrF(), PAIRS, default_suite()).verdict == "pass"
 
 
 def test_user_tests_are_discovered_from_a_file(tmp_path: Path):
@@ -254,7 +258,7 @@ def test_user_tests_are_discovered_from_a_file(tmp_path: Path):
         and tests[0].description == "The last sentence removed."
     )
     suite = select(merge(default_suite(), tests), only=["drop_last_sentence", "shout", "typo"])
-    report = run_suite(ChrF(), PAIRS, suite)
+    report = run_suite(ChrF(), PAIRS, suite, std=1e-3)
     assert _verdicts(report) == {"typo": "fail", "drop_last_sentence": "pass", "shout": "pass"}
     with pytest.raises(ValueError, match="unknown reward tests"):
         select(suite, skip=["nope"])
@@ -267,7 +271,7 @@ class S(RewardTestsMixin, CoreStore):
 
 
 def test_store_round_trip(tmp_path: Path):
-    report = run_suite(ChrF(), PAIRS[:5], default_suite(), seed=3)
+    report = run_suite(ChrF(), PAIRS[:5], default_suite(), seed=3, std=1e-3)  # a unit where two fail
     store = S(tmp_path / "rt.duckdb")
     run_id = store.save_reward_test_run(report)
     runs = store.reward_test_runs(ChrF().version)

@@ -92,6 +92,18 @@ best_of_n = [1, 2, 4, 8]
 
 [stop]
 max_grow_steps = {grows}
+
+# The audit metric: the exact-answer check (the final number against the reference answer). Here it is
+# the reward itself, so it can only confirm it; it audits a campaign whose reward is learned.
+[[audit]]
+name = "exact_answer"
+kind = "numeric"
+
+# Governance gates after every Grow: audit (reward up while the audit metric falls) and drift (length,
+# diversity, KL from BC, reward at the ceiling, samples beating the references).
+[gates]
+audit = true
+drift = true
 """
 
 

@@ -200,6 +200,17 @@ max_sources = {max_eval}
 
 [stop]
 max_grow_steps = {grows}
+
+# The audit metric: chrF against the reference, never optimised (the reward is a learned head).
+[[audit]]
+name = "chrf"
+kind = "chrf"
+
+# Governance gates after every Grow: audit (reward up while the audit metric falls) and drift (length,
+# diversity, KL from BC, reward at the ceiling, samples beating the references).
+[gates]
+audit = true
+drift = true
 """
 
 
