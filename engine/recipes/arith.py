@@ -27,7 +27,8 @@ def problem(rng: random.Random) -> tuple[str, str]:
 def make_splits(
     seed: int, sizes: dict[str, int], answer_only: tuple[str, ...] = ("train",)
 ) -> dict[str, list[Example]]:
-    """Disjoint problem sets; splits in `answer_only` keep only the final answer, the others the worked solution."""
+    """Disjoint problem sets; splits in `answer_only` keep only the final answer, the others the worked
+    solution."""
     rng = random.Random(seed)
     seen: set[str] = set()
     splits: dict[str, list[Example]] = {}
