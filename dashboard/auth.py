@@ -42,6 +42,13 @@ PAGES: dict[str, dict] = {
         icon=":material/bar_chart:",
         roles=("operator", "auditor"),
     ),
+    "governance": dict(
+        title="Governance",
+        section="Audit",
+        file="app_pages/governance.py",
+        icon=":material/policy:",
+        roles=("operator", "auditor"),
+    ),
     "reward-tests": dict(
         title="Reward tests",
         section="Audit",

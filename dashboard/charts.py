@@ -202,3 +202,139 @@ def reward_test_matrix(rows: list[dict]) -> go.Figure:
     )
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, "run (reward version, time)", "", height=max(260, 28 * len(tests) + 120))
+
+
+def _marks(fig: go.Figure, rows: list[dict], row_of: dict, flagged: dict[str, str], final: tuple) -> None:
+    """Open red rings on flagged checkpoints and a star on the final policy, in every panel of `row_of`
+    ({panel row: (trace name, value of a row)}); each legend entry once."""
+    final_policy, final_label = final
+    for k, (panel, value) in enumerate(row_of.items()):
+        pts = [(r["policy"], value(r)) for r in rows if value(r) is not None]
+        bad = [(p, v) for p, v in pts if p in flagged]
+        if bad:
+            fig.add_scatter(
+                x=[p for p, _ in bad],
+                y=[v for _, v in bad],
+                mode="markers",
+                marker=dict(symbol="circle-open", size=20, color="#d62728", line=dict(width=2.5)),
+                name="flagged by a gate (not eligible as final)",
+                legendgroup="flagged",
+                showlegend=k == 0,
+                customdata=[flagged[p] for p, _ in bad],
+                hovertemplate="%{x} flagged: %{customdata}<extra></extra>",
+                row=panel,
+                col=1,
+            )
+        fin = [(p, v) for p, v in pts if p == final_policy]
+        if fin:
+            fig.add_scatter(
+                x=[p for p, _ in fin],
+                y=[v for _, v in fin],
+                mode="markers",
+                marker=dict(symbol="star", size=18, color="#f2b701", line=dict(width=1, color="#444")),
+                name=final_label,
+                legendgroup="final",
+                showlegend=k == 0,
+                hovertemplate=f"%{{x}}: {final_label}<extra></extra>",
+                row=panel,
+                col=1,
+            )
+
+
+def checkpoint_divergence(
+    rows: list[dict],
+    metrics: list[tuple[str, str]],
+    flagged: dict[str, str],
+    final: tuple[str | None, str] = (None, "final policy"),
+) -> go.Figure:
+    """Per checkpoint (rows in training order: {policy, reward, tokens, audit: {metric: mean}}), the mean
+    validation reward (top) against each audit metric of the same outputs (bottom, `metrics` as (name, axis
+    label)); flagged checkpoints ringed, the final policy (`final` = (policy, legend label)) starred."""
+    from plotly.subplots import make_subplots
+
+    panels = 2 if metrics else 1
+    fig = make_subplots(rows=panels, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    x = [r["policy"] for r in rows]
+    fig.add_scatter(
+        x=x,
+        y=[r["reward"] for r in rows],
+        mode="lines+markers",
+        name="mean reward",
+        line_color=_color(0),
+        hovertemplate="%{x}: mean reward %{y:.4f}<extra></extra>",
+        row=1,
+        col=1,
+    )
+    for i, (name, _) in enumerate(metrics):
+        fig.add_scatter(
+            x=x,
+            y=[r["audit"].get(name) for r in rows],
+            mode="lines+markers",
+            name=name,
+            line_color=_color(i + 1),
+            hovertemplate=f"%{{x}}: {name} %{{y:.4f}}<extra></extra>",
+            row=2,
+            col=1,
+        )
+    row_of = {1: lambda r: r["reward"]}
+    if metrics:
+        first = metrics[0][0]
+        row_of[2] = lambda r: r["audit"].get(first)
+    _marks(fig, rows, row_of, flagged, final)
+    fig.update_yaxes(title_text="mean reward of greedy validation outputs", row=1, col=1)
+    if metrics:
+        label = metrics[0][1] if len(metrics) == 1 else "audit metrics of the same outputs"
+        fig.update_yaxes(title_text=label, row=2, col=1)
+    fig.update_xaxes(
+        title_text="checkpoint (base = the BC policy, gG-iI = Improve step I of Grow step G)",
+        type="category",
+        row=panels,
+        col=1,
+    )
+    fig.update_layout(
+        height=260 + 200 * panels,
+        margin=dict(l=10, r=10, t=50, b=10),
+        title="Validation reward and audit metrics per checkpoint",
+        legend=dict(title_text="measure"),
+    )
+    return fig
+
+
+def grow_divergence(rows: list[dict], metrics: list[tuple[str, str]]) -> go.Figure:
+    """Per Grow step (rows {grow, policy, n, reward, tokens, audit: {metric: mean}} over its generated
+    samples): mean reward, each audit metric and mean length, one panel each."""
+    from plotly.subplots import make_subplots
+
+    panels = [("mean reward of the generated Grow samples", lambda r: r["reward"], "mean reward")]
+    panels += [(label, (lambda r, m=name: r["audit"].get(m)), name) for name, label in metrics]
+    panels.append(("mean tokens per generated sample", lambda r: r["tokens"], "mean tokens"))
+    fig = make_subplots(
+        rows=len(panels),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.22 / len(panels),
+        subplot_titles=[label for label, _, _ in panels],
+    )
+    fig.update_annotations(font_size=12, x=0, xanchor="left")
+    x = [f"Grow {r['grow']} (sampled by {r['policy']})" for r in rows]
+    for i, (_, value, name) in enumerate(panels):
+        fig.add_scatter(
+            x=x,
+            y=[value(r) for r in rows],
+            mode="lines+markers",
+            name=name,
+            line_color=_color(i),
+            customdata=[r["n"] for r in rows],
+            hovertemplate=f"%{{x}}<br>{name} %{{y:.4f}}<br>%{{customdata:,}} samples<extra></extra>",
+            row=i + 1,
+            col=1,
+        )
+        fig.update_yaxes(title_text=name, row=i + 1, col=1)
+    fig.update_xaxes(title_text="Grow step (the policy that generated it)", type="category", row=len(panels))
+    fig.update_layout(
+        height=160 + 170 * len(panels),
+        margin=dict(l=10, r=10, t=50, b=10),
+        title="What each Grow step generated: reward, audit and length of its samples",
+        legend=dict(title_text="measure"),
+    )
+    return fig

@@ -13,6 +13,7 @@ import math
 from datetime import UTC, datetime
 
 from dashboard import charts
+from dashboard import governance_panel as gov
 from engine.report import campaign_status
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
@@ -40,6 +41,7 @@ th { background: #f5f5f7; }
 tr.alarm td, tr.fail td { background: #fde8e8; } tr.flag td { background: #fff7e0; }
 .alarm-box { background: #fde8e8; border-left: 4px solid #d62728; padding: 0.4rem 0.8rem; margin: 0.3rem 0; }
 .ok-box { background: #e8f5e9; border-left: 4px solid #2ca02c; padding: 0.4rem 0.8rem; margin: 0.3rem 0; }
+td.time { white-space: nowrap; } details pre { font-size: 0.75rem; white-space: pre-wrap; max-width: 40rem; }
 .muted { color: #6b6b7b; } .kv td:first-child { font-weight: 600; width: 14rem; }
 """
 
@@ -186,6 +188,8 @@ def build_audit_report(store, cid: str) -> str:
         ),
     ]
 
+    parts += _governance(store, cid, row, status, fig)
+
     parts.append("<h2>Reward distributions per Grow step</h2>")
     hist, th = store.reward_histogram(cid, 50), charts.filter_thresholds(store.filters(cid))
     if hist:
@@ -286,6 +290,63 @@ def build_audit_report(store, cid: str) -> str:
     )
 
 
+def _governance(store, cid: str, row: dict, status: dict, fig) -> list[str]:
+    """The gate-check timeline (the Governance page's table), what paused the campaign, the divergence of
+    reward and audit per checkpoint and per Grow step, and the final policy beside BC."""
+    checks = store.gate_checks(cid)
+    flagged = store.flagged_policies(cid)
+    metrics = gov.audit_metrics(row["config"])
+    names = [m for m, _ in metrics]
+    ckpt = store.checkpoint_figures(cid)
+    out = ["<h2>Governance</h2>", f"<p><b>{html.escape(gov.summary_line(checks, flagged))}</b></p>"]
+    if paused := gov.paused_gate(row):
+        out.append(
+            f'<div class="alarm-box"><b>Paused by the {html.escape(paused[0])} gate:</b> '
+            f"{html.escape(paused[1])}</div>"
+        )
+    out.append(gov.timeline_html(gov.timeline_rows(checks, ckpt, names)))
+    if flagged:
+        out.append(
+            table(
+                [{"checkpoint": p, "why it may not be final": m} for p, m in flagged.items()],
+                row_class=lambda r: "flag",
+            )
+        )
+    final = status["final"]
+    if ckpt:
+        label = "final policy"
+        policy = final.get("policy")
+        if policy is None:
+            from engine.steps.gates import choose_final
+
+            policy, _ = choose_final(store, cid)
+            label = "final if the campaign ended now"
+        out.append(
+            fig(
+                charts.checkpoint_divergence(gov.checkpoint_rows(ckpt), metrics, flagged, (policy, label)),
+                "Validation reward and audit metrics per checkpoint (ringed: flagged by a gate; star: "
+                + label
+                + ")",
+            )
+        )
+    grows = gov.grow_rows(status["grows"])
+    if grows:
+        out.append(
+            fig(
+                charts.grow_divergence(grows, gov.audit_metrics(row["config"], "samples")),
+                "What each Grow step generated: reward, audit and length of its samples",
+            )
+        )
+    out.append("<h3>Final policy</h3>")
+    if final.get("policy") is None:
+        out.append('<p class="muted">No final policy yet: the campaign has not finished.</p>')
+    else:
+        why = final.get("why") or "no reason recorded"
+        out.append(f"<p><b>{html.escape(final['policy'])}</b>: {html.escape(why)}</p>")
+        out.append(table(gov.final_rows(final, names)))
+    return out
+
+
 def _ratings(store, cid: str, fig) -> list[str]:
     from engine.ratings import rating_stats
 
@@ -310,5 +371,6 @@ def _ratings(store, cid: str, fig) -> list[str]:
             labels={"human": "mean human score (0..6)"},
             height=360,
         )
+        scatter.update_layout(legend_title_text="Grow step")
         out.append(fig(scatter, "Reward vs mean human score"))
     return out
