@@ -223,33 +223,41 @@ class DriftMixin:
             "n_tokens": np.asarray(t["n_tokens"], dtype=float),
         }
 
-    def distinct_n(self, cid: str, grow: int, n_texts: int, seed: int = 0) -> dict:
+    def distinct_n(self, cid: str, grow: int, n_texts: int, seed: int = 0, per_source: int = 10) -> dict:
         """distinct-1 and distinct-2 (distinct n-grams / all n-grams, whitespace tokens) on n_texts
         candidates.
 
-        The sample is whole sources in an order fixed by hash(source_id, seed), the last one cut short
-        (its candidates in hash(sample_idx, seed) order): the same sources in every step of a campaign, so
-        two steps are compared on the same prompts, and collapse within a source shows in full. Only those
-        sources' rows are read. Both ratios fall as more text is pooled: compare steps at the same n_texts.
+        The sample: sources in an order fixed by hash(source_id, seed), the first c candidates of each
+        (sample_idx < c, c = per_source, or more when the step has too few sources for n_texts), until
+        n_texts. Grow numbers a source's candidates 0..K-1 in sampling order, so these are c random ones.
+        Every step of a campaign is sampled on the same sources, so two steps are compared on the same
+        prompts; many sources with a few candidates each speak for the step better than all candidates
+        of a few, and collapse within a source still shows among its c. Both ratios fall as more text is
+        pooled: compare steps at the same n_texts.
         """
         self._source_stats_ready(cid)
         sql = """
-        WITH pick AS (SELECT source_id, rank FROM (
-                 SELECT source_id, row_number() OVER o AS rank, sum(n) OVER o - n AS before
-                 FROM source_stats WHERE campaign_id = $cid AND grow = $g
+        WITH c AS (SELECT greatest($per, ceil($k / count(*)))::BIGINT AS c FROM source_stats
+                   WHERE campaign_id = $cid AND grow = $g),
+        pick AS (SELECT source_id, rank FROM (
+                 SELECT source_id, row_number() OVER o AS rank,
+                        sum(least(n, c.c)) OVER o - least(n, c.c) AS before
+                 FROM source_stats, c WHERE campaign_id = $cid AND grow = $g
                  WINDOW o AS (ORDER BY hash(source_id, $seed), source_id ROWS UNBOUNDED PRECEDING))
              WHERE before < $k),
         t AS MATERIALIZED (SELECT regexp_split_to_array(trim(s.text), '\\s+') AS w
               FROM samples s JOIN pick USING (source_id)
               WHERE s.campaign_id = $cid AND s.grow = $g AND s.sample_idx >= 0
-              ORDER BY pick.rank, hash(s.sample_idx, $seed), s.sample_idx LIMIT $k),
+                    AND s.sample_idx < (SELECT c FROM c)
+              ORDER BY pick.rank, s.sample_idx LIMIT $k),
         u AS (SELECT unnest(w) AS tok FROM t),
         bi AS (SELECT w[i] || ' ' || w[i + 1] AS bg FROM t, unnest(range(1, len(w))) AS r(i))
         SELECT (SELECT count(*) FROM t) AS n_texts,
                (SELECT count(DISTINCT tok) FROM u WHERE tok <> '') AS uni_distinct,
                (SELECT count(*) FROM u WHERE tok <> '') AS uni_total,
                (SELECT count(DISTINCT bg) FROM bi) AS bi_distinct, (SELECT count(*) FROM bi) AS bi_total"""
-        r = self._rows(sql, {"cid": cid, "g": grow, "k": int(n_texts), "seed": int(seed)})[0]
+        params = {"cid": cid, "g": grow, "k": int(n_texts), "seed": int(seed), "per": int(per_source)}
+        r = self._rows(sql, params)[0]
         return {
             "n_texts": r["n_texts"],
             "distinct_1": r["uni_distinct"] / r["uni_total"] if r["uni_total"] else float("nan"),
