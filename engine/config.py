@@ -589,11 +589,15 @@ class GatesConfig:
     )
     drift: bool = doc(
         False,
-        "Drift alarms (latest Grow vs the BC baseline and vs the previous Grow) must be clear. Off, like "
-        "every gate, so a first campaign runs unattended.",
+        "The drift gate, after each Grow is scored: signs of hacking or collapse in that Grow against the "
+        "BC policy's (length shift, diversity collapse, KL from BC, reward at the ceiling, samples beating "
+        "the references; drift_* below), never a reward rise alone. Off so a first campaign runs "
+        "unattended; the demo recipes turn it on.",
     )
     drift_reward_wasserstein: float = doc(
-        0.1, "Reward drift alarm at W1 / reference std >= this. 0.1 is Evidently's default for large samples."
+        0.1,
+        "`restgov drift` and the Drift page: a reward shift of W1 / std >= this is shown as an alarm. The "
+        "gate ignores it (a reward shift is what ReST is for). 0.1 is Evidently's default for large samples.",
     )
     human_min_ratings: int = doc(
         0,
@@ -629,6 +633,28 @@ class GatesConfig:
         None,
         "Drift gate: KL(latest policy || BC policy) per sample, in nats, estimated on Grow samples, above "
         "this is an alarm. Not set: reported, not gated, since its scale grows with output length.",
+    )
+    drift_unique_share_drop: float | None = doc(
+        0.2,
+        "Drift gate: relative fall of the share of distinct candidates per source, latest Grow vs BC's. "
+        "0.2: a fifth fewer distinct samples is the K samples collapsing onto a few. Not set: off, as for "
+        "exact-answer tasks whose correct answers are one string.",
+    )
+    drift_distinct_drop: float | None = doc(
+        0.2,
+        "Drift gate: relative fall of distinct-2 (distinct bigrams / bigrams) of the samples. 0.2: a fifth "
+        "fewer distinct bigrams is collapse onto stock phrases. 1.0 turns it off (exact-answer tasks).",
+    )
+    drift_ceiling_margin: float | None = doc(
+        0.1,
+        "Drift gate: rise of the share of samples at the reward's ceiling. 0.1: an improving continuous "
+        "reward moves its whole distribution, not a tenth of all samples into the top 1%.",
+    )
+    drift_reference_margin: float | None = doc(
+        0.05,
+        "Drift gate: mean reward of generated samples minus that of the human references of the same "
+        "sources. 0.05: a policy cloned from those references beating them by five points of a [0, 1] "
+        "reward more likely exploits the reward than outwrites the people.",
     )
     human_tasks: int = doc(
         50,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .campaign import CRITERIA_SECTIONS, Controller, new_campaign, update_criteria
 from .config import CampaignConfig, config_from_dict
+from .recipes import PREFLIGHT_REWARD_TESTS
 from .state import FINISHED, State
 from .store import Store
 
@@ -55,7 +56,13 @@ def _merge(base: dict, over: dict) -> dict:
 class ControllerService:
     """One per server process (the dashboard keeps it in st.cache_resource)."""
 
-    def __init__(self, db_path: str | Path, run_root: str | Path | None = None, keep_losses: int = 2000):
+    def __init__(
+        self,
+        db_path: str | Path,
+        run_root: str | Path | None = None,
+        keep_losses: int = 2000,
+        watch_s: float | None = 5.0,
+    ):
         self.db_path = Path(db_path)
         self.store = open_store(self.db_path)
         self.run_root = Path(run_root) if run_root else self.db_path.resolve().parent / "runs"
@@ -65,6 +72,13 @@ class ControllerService:
         self._live: dict[str, dict] = {}
         self._jobs: dict[str, dict] = {}
         self._keep = keep_losses
+        self._closing = threading.Event()
+        self._watcher = None
+        if watch_s:
+            self._watcher = threading.Thread(
+                target=self._watch, args=(watch_s,), name="rating-gate-watch", daemon=True
+            )
+            self._watcher.start()
         atexit.register(self.shutdown)
 
     # ---------------------------------------------------------------- creating
@@ -122,6 +136,10 @@ class ControllerService:
             try:
                 cfg, _ = self.recipe_config(name, budget)
                 cid = self.create(cfg, actor)
+                if name in PREFLIGHT_REWARD_TESTS:  # the reward's unit tests first, in a worker
+                    with self._lock:
+                        self._jobs[job].update(status="running the reward's unit tests", cid=cid)
+                    self.preflight(cid, actor)
                 if start:
                     self.start(cid, actor)
                 with self._lock:  # the campaign id is published once it runs, so a page sees it running
@@ -132,6 +150,17 @@ class ControllerService:
 
         threading.Thread(target=work, name=f"recipe-{job}", daemon=True).start()
         return job
+
+    def preflight(self, cid: str, actor: str) -> dict:
+        """Run the campaign reward's unit tests on its validation references (in a worker) and store them."""
+        from .steps.reward_tests import run_outside_campaign, validation_pairs
+
+        row = self.store.campaign(cid)
+        cfg = config_from_dict(row["config"])
+        run_dir = Path(row["run_dir"])
+        pairs = validation_pairs(run_dir, cfg.eval.max_sources)
+        step_dir = run_dir / "steps" / "preflight-reward-tests"
+        return run_outside_campaign(self.store, cfg, pairs, step_dir, cid=cid, actor=actor)
 
     def jobs(self) -> list[dict]:
         """Recipe launches of this server, newest first."""
@@ -251,9 +280,45 @@ class ControllerService:
             run[1].join(timeout)
         return not self.running(cid)
 
+    def resume_waiting(self) -> list[str]:
+        """Start the campaigns the human gate paused to wait for ratings, once enough have come in.
+
+        Returns the ids started. The watcher thread calls this every few seconds; a page may call it
+        right after a rating is submitted.
+        """
+        from .gates import human_gate
+
+        started = []
+        for c in self.store.campaigns():
+            cid = c["id"]
+            if c["state"] != State.PAUSED or not (c["stop_reason"] or "").startswith("gate human: waiting"):
+                continue
+            if self.running(cid):
+                continue
+            waits = [g for g in self.store.gate_checks(cid) if g["gate"] == "human" and g["status"] == "fail"]
+            if not waits or not waits[-1]["policy"]:
+                continue
+            cfg = config_from_dict(self.store.campaign(cid)["config"])
+            if not human_gate(self.store, cfg, cid, waits[-1]["policy"]).passed:
+                continue
+            self.store.add_event(cid, "request", "ratings are in: resuming the campaign", actor="rating gate")
+            if self.start(cid, "rating gate"):
+                started.append(cid)
+        return started
+
+    def _watch(self, every: float) -> None:
+        while not self._closing.wait(every):
+            try:
+                self.resume_waiting()
+            except Exception as e:  # a store hiccup must not end the watcher; the next round retries
+                print(f"rating-gate watcher: {type(e).__name__}: {e}", file=sys.stderr)
+
     def shutdown(self, timeout: float = 20.0) -> None:
         """Pause every running campaign (at exit), so a restart resumes them instead of finding them
         orphaned."""
+        self._closing.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout)  # it may be in the middle of a query on the store
         for cid in self.running():
             self._request(cid, State.PAUSED, "server shutdown")
         deadline = time.time() + timeout

@@ -105,6 +105,9 @@ kind = "numeric"
 [gates]
 audit = true
 drift = true
+# Correct answers are one string per problem: fewer distinct samples is the improvement here, not collapse.
+drift_unique_share_drop = 1.0
+drift_distinct_drop = 1.0
 """
 
 
