@@ -637,8 +637,8 @@ class GatesConfig:
     drift_unique_share_drop: float | None = doc(
         0.2,
         "Drift gate: relative fall of the share of distinct candidates per source, latest Grow vs BC's. "
-        "0.2: a fifth fewer distinct samples is the K samples collapsing onto a few. Not set: off, as for "
-        "exact-answer tasks whose correct answers are one string.",
+        "0.2: a fifth fewer distinct samples is the K samples collapsing onto a few. 1.0 turns it off, "
+        "as exact-answer tasks whose correct answers are one string want.",
     )
     drift_distinct_drop: float | None = doc(
         0.2,
