@@ -566,7 +566,7 @@ def test_cli_drift_exits_1_on_alarm_and_records(tmp_path: Path, monkeypatch, cap
     s.close()
     p = argparse.ArgumentParser(prog="restgov")
     add_parsers(p.add_subparsers(dest="cmd", required=True), db)
-    a = p.parse_args(["drift", CID, "--a", "0", "--b", "2", "--record"])
+    a = p.parse_args(["drift", CID, "--a", "0", "--b", "2", "--record", "--threshold", "0.1"])
     assert a.fn(a) == 1
     out = capsys.readouterr().out
     assert "grow 1 (n 3000) -> grow 2 (n 3000)" in out and "ALARM reward_wasserstein" in out

@@ -244,7 +244,11 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> None:
     )
     d.add_argument("--b", type=int, default=None, help="Grow step under review (default: the latest)")
     d.add_argument(
-        "--threshold", type=float, default=0.1, help="alarm at W1 / reference std >= this (default 0.1)"
+        "--threshold",
+        type=float,
+        default=None,
+        help="also alarm on an undirected reward or length shift of W1 / reference std >= this (off by "
+        "default: a reward rise is what ReST is for; the hacking checks always run)",
     )
     d.add_argument(
         "--kl",
