@@ -238,6 +238,16 @@ def cmd_export(a: argparse.Namespace) -> int:
     out = a.out or f"{a.id}-samples.{a.format}"
     n = store.export_samples(a.id, out, a.format)
     print(f"wrote {n} samples to {out}")
+    from ..report import campaign_status
+
+    st = campaign_status(store, a.id)
+    gov = Path(out).with_name(Path(out).stem + ".governance.json")
+    keys = ("id", "state", "stop_reason", "final", "flagged", "gate_checks", "steps", "grows")
+    gov.write_text(json.dumps({k: st[k] for k in keys}, indent=2, default=str))
+    fin = st["final"]
+    if fin.get("policy"):
+        print(f"final policy {fin['policy']}: {fin['why']}")
+    print(f"wrote the governance record (final policy, gate checks, per-step audit figures) to {gov}")
     return 0
 
 
