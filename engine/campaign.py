@@ -227,6 +227,7 @@ class Controller:
                 try:
                     result = self.run_unit(cfg, run_dir, unit)
                 except EndCampaign as e:
+                    self.store.finish_step(cid, unit.key, {"skipped": str(e), "ended": True}, 0.0)
                     return self._final(cid, cfg, run_dir, str(e), overrides, actor)
                 if unit.kind == "improve" and not result.get("skipped"):
                     gate_steps.after_checkpoint(self.store, cfg, cid, unit.key, unit.grow)
