@@ -19,6 +19,7 @@ from engine.data import DataError
 RECIPES = {
     "arith": "ReST-EM on arithmetic word problems, numeric verifier (binary reward)",
     "toy-mt": "ReST on a synthetic translation task, learned MiniLM reward",
+    "reward-hack": "toy-mt with a learned reward that pays for length: reward up, chrF down",
 }
 BUDGETS = {
     "tiny": "tiny: a smoke test of the loop, about a minute",
