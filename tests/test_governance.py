@@ -225,7 +225,7 @@ def test_final_policy_is_best_validation_checkpoint_not_flagged(tmp_path):
         )
         policy, why = gate_steps.choose_final(store, cid)
         assert policy == "g1-i2"
-        assert "barred by a gate: g2-i2" in why and "4 eligible" in why
+        assert "not eligible: g2-i2" in why and "4 eligible" in why
         # An after-grow audit failure that an operator overrode bars the policy that sampled that Grow too.
         store.add_gate_check(
             cid,
@@ -363,10 +363,9 @@ def test_reward_hack_paused_by_audit_gate_and_final_policy_keeps_audit(tmp_path,
         flagged = store.flagged_policies(cid)
         assert flagged and final not in flagged
         figs = store.checkpoint_figures(cid)
-        chrf = {p: round(f["audit"]["chrf"], 4) for p, f in figs.items()}
-        # The chosen policy kept the audit metric: its chrF is not below the BC policy's by more than the
-        # gate's tolerance (a smaller fall with a reward rise is no flag, by the gate's definition).
-        assert chrf[final] >= chrf["base"] - 0.02, (final, chrf, st["final"]["why"])
+        chrf = {p: f["audit"]["chrf"] for p, f in figs.items()}
+        # The chosen policy kept the audit metric: its chrF is not below the BC policy's.
+        assert chrf[final] >= chrf["base"], (final, chrf, st["final"]["why"])
         # While the reward's favourite (the longest outputs) was barred.
         best_reward = max(figs, key=lambda p: figs[p]["reward"])
         assert best_reward in flagged
@@ -394,7 +393,9 @@ def test_honest_campaign_passes_every_gate(tmp_path):
     try:
         checks = store.gate_checks(cid)
         assert _bad(checks) == [], _bad(checks)
-        assert [(c["stage"], c["grow"], c["gate"]) for c in checks] == [
+        # Before the final evaluation the chosen policy's audit is checked too (when it is not base).
+        assert {(c["stage"], c["gate"]) for c in checks if c["stage"] == "final"} <= {("final", "audit")}
+        assert [(c["stage"], c["grow"], c["gate"]) for c in checks if c["stage"] != "final"] == [
             ("after-grow", 1, "audit"),
             ("after-grow", 1, "drift"),
             ("checkpoint", 1, "audit"),

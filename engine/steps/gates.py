@@ -97,6 +97,8 @@ def after_checkpoint(store, cfg, cid: str, policy: str, g: int | None) -> None:
 
 def before_final(store, cfg, cid: str, policy: str, overrides: set[str], actor: str) -> GateResult | None:
     checks = []
+    if cfg.gates.audit and (res := gates.checkpoint_audit(store, cfg, cid, policy)) is not None:
+        checks.append(res)  # passes by construction of the choice; stored so the timeline shows it
     if cfg.gates.human_min_ratings or cfg.gates.human_min_diff is not None:
         checks.append(gates.human_gate(store, cfg, cid, policy))
     return _decide(store, cid, "final", None, checks, overrides, actor)
@@ -104,10 +106,18 @@ def before_final(store, cfg, cid: str, policy: str, overrides: set[str], actor: 
 
 def choose_final(store, cid: str) -> tuple[str, str]:
     """The final policy and why: the best validation reward over base and every Improve checkpoint, among
-    those no audit or drift check failed on."""
-    vals = {p: f["reward"] for p, f in store.checkpoint_figures(cid).items() if f["reward"] is not None}
+    those no audit or drift check failed on and whose audit metrics on validation are not below the BC
+    policy's (a gain in reward bought with a loss in the audit metric is not shipped, within tolerance or
+    not)."""
+    figs = store.checkpoint_figures(cid)
+    vals = {p: f["reward"] for p, f in figs.items() if f["reward"] is not None}
     known = {c["policy"] for c in store.checkpoints(cid)}
-    flagged = store.flagged_policies(cid)
+    flagged = dict(store.flagged_policies(cid))
+    base_audit = figs.get("base", {}).get("audit", {})
+    for p, f in figs.items():
+        worse = [m for m, v in f["audit"].items() if m in base_audit and v < base_audit[m]]
+        if p != "base" and worse and p not in flagged:
+            flagged[p] = f"{', '.join(worse)} below the BC policy's on validation"
     candidates = {p: v for p, v in vals.items() if p in known and p not in flagged}
     if not candidates:
         return "base", "no checkpoint has a validation reward"
@@ -116,7 +126,7 @@ def choose_final(store, cid: str) -> tuple[str, str]:
     last = order[-1] if order else best
     why = f"best validation reward {candidates[best]:.4f} of {len(candidates)} eligible checkpoints"
     if flagged:
-        why += f"; barred by a gate: {', '.join(sorted(flagged))}"
+        why += f"; not eligible: {', '.join(sorted(flagged))}"
     if last != best and last in vals and last not in flagged and vals[last] < candidates[best]:
         why += f"; the last checkpoint {last} regressed to {vals[last]:.4f}"
     return best, why
