@@ -162,6 +162,7 @@ max_grow_steps = {grows}
 # The demo runs the reward unit tests itself first (they fail), then shows what happens anyway.
 reward_tests = false
 audit = true
+drift = true
 
 # chrF against the references: watched, never optimised; it is what exposes the hack.
 [[audit]]
