@@ -101,74 +101,22 @@ def train_reward_head(
     return path
 
 
-TOML = """\
-# Reward hacking on purpose: toy-mt's task and policy, but a learned reward that pays for length.
-# ReST with global rising thresholds and warm-started Improve steps; chrF against the references is
-# audited, never optimised: it falls while the reward rises.
-name = "reward-hack"
-mode = "rest"
-seed = 0
-
-[policy]
-prompt_template = "{{source}} => "
-
-[policy.scratch]
-n_layer = 2
-n_head = 4
-n_embd = 128
-vocab_size = 400
-max_length = 96
-
-[policy.bootstrap]
-epochs = {bc_epochs}
-lr = 3e-3
-batch_size = 32
-
-[data]
-train = "train.jsonl"
-validation = "validation.jsonl"
-test = "test.jsonl"
-
-[reward]
-kind = "minilm"
-path = "reward_head"
-
-[grow]
-samples_per_source = {k}
-temperature = 0.8
-max_new_tokens = 40
-batch_size = 256
-
-[improve]
-rule = "thresholds"
-thresholds = {thresholds}
-max_improve_steps = {improves}
-lr = 1e-3
-lr_decay = 0.8
-epochs = {improve_epochs}
-batch_size = 32
-original_mix = 1.0
-eval_every = 40
-patience = 2
-
-[eval]
-best_of_n = [1, 2, 4]
-max_sources = {max_eval}
-
-[stop]
-max_grow_steps = {grows}
-
-[gates]
-# The demo runs the reward unit tests itself first (they fail), then shows what happens anyway.
-reward_tests = false
-audit = true
-drift = true
-
-# chrF against the references: watched, never optimised; it is what exposes the hack.
-[[audit]]
-name = "chrf"
-kind = "chrf"
-"""
+# toy-mt's campaign template with this recipe's values: longer outputs allowed, thresholds above the
+# biased reward's mean, longer Improve steps, three Grows; the reward tests run before the campaign.
+FIELDS = dict(
+    header="# Reward hacking on purpose: toy-mt's task and policy, but a learned reward that pays for "
+    "length.\n"
+    "# ReST with global rising thresholds and warm-started Improve steps; chrF against the references is\n"
+    "# audited, never optimised: it falls while the reward rises.",
+    name="reward-hack",
+    max_length=96,
+    max_new_tokens=40,
+    lr_decay=0.8,
+    best_of_n="[1, 2, 4]",
+    gates_extra="# The demo runs the reward unit tests itself first (they fail), then shows what happens "
+    "anyway.\n"
+    "reward_tests = false\n",
+)
 
 
 def prepare(out: Path, small: bool = False) -> Path:
@@ -188,5 +136,5 @@ def prepare(out: Path, small: bool = False) -> Path:
         max_eval=100 if small else 200,
     )
     path = out / "campaign.toml"
-    path.write_text(TOML.format(**params))
+    path.write_text(toy_mt.TOML.format(**(FIELDS | params)))
     return path

@@ -146,9 +146,8 @@ def train_reward_head(train: list[Example], out: Path, seed: int = 0, n: int = 3
 
 
 TOML = """\
-# ReST (Gulcehre et al.) on a synthetic translation task: learned MiniLM reward, rising thresholds,
-# warm-started Improve steps with a decaying learning rate, original pairs mixed into every Grow.
-name = "toy-mt"
+{header}
+name = "{name}"
 mode = "rest"
 seed = 0
 
@@ -160,7 +159,7 @@ n_layer = 2
 n_head = 4
 n_embd = 128
 vocab_size = 400
-max_length = 64
+max_length = {max_length}
 
 [policy.bootstrap]
 epochs = {bc_epochs}
@@ -179,23 +178,23 @@ path = "reward_head"
 [grow]
 samples_per_source = {k}
 temperature = 0.8
-max_new_tokens = 24
+max_new_tokens = {max_new_tokens}
 batch_size = 256
 
 [improve]
 rule = "thresholds"
-thresholds = [0.0, 0.7, 0.8, 0.9, 0.95, 0.99]
+thresholds = {thresholds}
 max_improve_steps = {improves}
 lr = 1e-3
-lr_decay = 0.7
-epochs = 1
+lr_decay = {lr_decay}
+epochs = {improve_epochs}
 batch_size = 32
 original_mix = 1.0
 eval_every = 40
 patience = 2
 
 [eval]
-best_of_n = [1, 2, 4, 8]
+best_of_n = {best_of_n}
 max_sources = {max_eval}
 
 [stop]
@@ -211,7 +210,21 @@ kind = "chrf"
 [gates]
 audit = true
 drift = true
-"""
+{gates_extra}"""
+# toy-mt's own values of the template's fields (the reward-hack recipe fills them with its own).
+TOY_MT = dict(
+    header="# ReST (Gulcehre et al.) on a synthetic translation task: learned MiniLM reward, rising "
+    "thresholds,\n"
+    "# warm-started Improve steps with a decaying learning rate, original pairs mixed into every Grow.",
+    name="toy-mt",
+    max_length=64,
+    max_new_tokens=24,
+    thresholds="[0.0, 0.7, 0.8, 0.9, 0.95, 0.99]",
+    lr_decay=0.7,
+    improve_epochs=1,
+    best_of_n="[1, 2, 4, 8]",
+    gates_extra="",
+)
 
 
 def prepare(out: Path, small: bool = False) -> Path:
@@ -229,5 +242,5 @@ def prepare(out: Path, small: bool = False) -> Path:
         max_eval=100 if small else 200,
     )
     path = out / "campaign.toml"
-    path.write_text(TOML.format(**params))
+    path.write_text(TOML.format(**(TOY_MT | params)))
     return path
