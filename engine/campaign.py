@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from . import filters, steps
 from .config import CampaignConfig, config_from_dict, config_to_dict
 from .data import load_split
+from .probe import PROBE_PAIRS, check_models
 from .state import FINISHED, State
 from .steps import EndCampaign, StepFailed, Unit
 from .steps import gates as gate_steps
@@ -42,9 +43,11 @@ class StopRequested(RuntimeError):
 
 
 def new_campaign(store: Store, cfg: CampaignConfig, run_root: str | Path, actor: str = "cli") -> str:
-    """Validate the data (errors name file and line), copy the splits into the run dir, register the
-    campaign."""
+    """Validate the data (errors name file and line) and the models (ConfigError naming the field: the
+    policy directory, the reward and each audit metric scored on a few validation pairs), then copy the
+    splits into the run dir and register the campaign. Nothing is written before both checks pass."""
     splits = {s: load_split(cfg.data, s) for s in ("train", "validation", "test", "bootstrap")}
+    check_models(cfg, [(e.source, e.reference) for e in splits["validation"][:PROBE_PAIRS]])
     slug = re.sub(r"[^a-z0-9]+", "-", cfg.name.lower()).strip("-")[:32] or "campaign"
     cid = f"{slug}-{uuid.uuid4().hex[:6]}"
     run_dir = Path(run_root).resolve() / cid

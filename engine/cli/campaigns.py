@@ -195,6 +195,8 @@ def cmd_run(a: argparse.Namespace, preflight: bool = False) -> int:
         cid = new_campaign(store, cfg, Path(a.db).resolve().parent / "runs")
     except DataError as e:
         sys.exit(f"error in the data of {a.config}:\n{e}")
+    except ConfigError as e:
+        sys.exit(f"error in {a.config}: {e}")
     if preflight:
         _preflight(store, cid, cfg)
     return _drive(store, cid)
