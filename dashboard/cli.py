@@ -55,6 +55,9 @@ def cmd_dashboard(a: argparse.Namespace) -> int:
             f"error: --local skips sign-in, so it only listens on this machine (127.0.0.1), not {address}"
         )
     db = str(Path(a.db).resolve())
+    # The server opens (and creates) it too; opening here first turns a missing folder into "created ..." once
+    # and a damaged or held file into one line before streamlit starts.
+    open_store(db, create=True).close()
     print(
         f"restgov dashboard on http://{address}:{a.port}  "
         f"(db {db}{', local mode: no sign-in' if a.local else ''})",
@@ -73,7 +76,7 @@ def cmd_users_add(a: argparse.Namespace) -> int:
         password = getpass.getpass(f"password for {a.name}: ")
         if password != getpass.getpass("again: "):
             sys.exit("error: the passwords differ")
-    store = open_store(a.db)
+    store = open_store(a.db, new_file=True)
     try:
         store.add_user(a.name, a.role, password, actor="cli", replace=a.replace)
     except ValueError as e:

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def open_store(path: str | Path) -> Store:
     from .store import open_store as _open
 
-    return _open(path)
+    return _open(path, create=True)
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -62,6 +62,7 @@ def server(tmp_path_factory):
     """A dashboard server process on a free port; yields its base URL. Its log is kept with the artifacts."""
     root = tmp_path_factory.mktemp("browser")
     db = root / "db" / "restgov.duckdb"
+    db.parent.mkdir()  # `users add` creates the file, never its folder
     env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     for name, role in (("olga", "operator"), ("ann", "annotator")):
         subprocess.run(

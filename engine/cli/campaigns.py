@@ -190,7 +190,7 @@ def cmd_run(a: argparse.Namespace, preflight: bool = False) -> int:
         cfg = load_config(a.config)
     except ConfigError as e:
         sys.exit(f"error in {a.config}: {e}")
-    store = open_store(a.db)
+    store = open_store(a.db, create=True)
     try:
         cid = new_campaign(store, cfg, Path(a.db).resolve().parent / "runs")
     except DataError as e:

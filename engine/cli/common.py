@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 DEFAULT_DB = os.environ.get("RESTGOV_DB", "data/restgov.duckdb")
@@ -34,14 +35,25 @@ def add_command(
     return p
 
 
-def open_store(db: str):
-    """The store at `db`, or exit with a one-line `error: ...` (e.g. when another process holds the file)."""
+def open_store(db: str, create: bool = False, new_file: bool = False):
+    """The store at `db`, or exit with one line `error: ...` naming the file: missing (unless `create`),
+    damaged, or held by another process.
+
+    `create` (run, demo, dashboard) makes a missing folder, saying "created FOLDER" once, and the file;
+    `new_file` (users add) makes the file in an existing folder only; otherwise both must exist.
+    """
+    from engine.store import StoreError
     from engine.store import open_store as _open
 
+    folder = Path(db).resolve().parent
+    new_folder = create and not folder.exists()
     try:
-        return _open(db)
-    except RuntimeError as e:
+        store = _open(db, create=create or (new_file and folder.is_dir()))
+    except StoreError as e:
         sys.exit(f"error: {e}")
+    if new_folder:
+        print(f"created {folder}", flush=True)
+    return store
 
 
 def add_actor_argument(parser: argparse.ArgumentParser, what: str) -> None:

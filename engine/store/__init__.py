@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .core import CoreStore, now
+from .core import CoreStore, StoreBusy, StoreDamaged, StoreError, StoreMissing, now
 from .drift import DriftMixin
 from .filters import FiltersMixin
 from .gates import GatesMixin
@@ -24,12 +24,14 @@ class Store(
     pass
 
 
-def open_store(path: str | Path) -> Store:
-    """Open the store at `path` read-write, creating it if needed.
+def open_store(path: str | Path, create: bool = True) -> Store:
+    """Open the store at `path` read-write; with `create`, make its folder and file if missing.
 
-    Raises RuntimeError naming the file when another process (a dashboard, a `restgov run`) holds it.
+    Raises (all StoreError, a RuntimeError, with one line naming the file): StoreMissing when the file or its
+    folder does not exist and `create` is off, StoreBusy when another process (a dashboard, a `restgov run`)
+    holds it, StoreDamaged when it is not a readable DuckDB database.
     """
-    return Store(path)
+    return Store(path, create=create)
 
 
-__all__ = ["Store", "now", "open_store"]
+__all__ = ["Store", "StoreBusy", "StoreDamaged", "StoreError", "StoreMissing", "now", "open_store"]

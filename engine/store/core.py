@@ -83,6 +83,38 @@ def shard_kind(name: str) -> str:
     return "curves" if stem == "curve" else stem
 
 
+class StoreError(RuntimeError):
+    """The store cannot be opened; the message is one line naming the file."""
+
+
+class StoreMissing(StoreError):
+    """The file (or its folder) does not exist and the caller may not create it."""
+
+
+class StoreBusy(StoreError):
+    """Another process (a dashboard, a `restgov run`) holds the file."""
+
+
+class StoreDamaged(StoreError):
+    """The file exists but is not a readable DuckDB database (truncated, overwritten, corrupted)."""
+
+
+def _open_error(path: Path, e: duckdb.Error) -> StoreError:
+    """The StoreError a DuckDB error on opening `path` stands for."""
+    msg = " ".join(str(e).split())
+    if "Could not set lock" in msg or "Conflicting lock" in msg:
+        return StoreBusy(
+            f"cannot open {path}: another restgov process (a dashboard or a `restgov run`) holds it. "
+            "Stop it, or point --db at another file."
+        )
+    if "Permission denied" in msg:
+        return StoreError(f"cannot open {path}: permission denied")
+    return StoreDamaged(
+        f"cannot open {path}: the file is damaged (not a readable DuckDB database: {msg}). "
+        "Restore it from a backup (README: 'Backup and restore') or point --db at another file."
+    )
+
+
 def now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -95,21 +127,36 @@ class CoreStore:
 
     SCHEMA = SCHEMA
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, create: bool = True):
+        """Open `path`; `create` makes its folder and the file when missing, else StoreMissing. StoreBusy when
+        another process holds the file, StoreDamaged when it is not a readable DuckDB database."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            if not self.path.parent.is_dir() and not create:
+                raise StoreMissing(
+                    f"cannot open {self.path}: the folder {self.path.parent} does not exist "
+                    "(only `restgov run`, `restgov demo` and `restgov dashboard` create one)"
+                )
+            if not create:
+                raise StoreMissing(
+                    f"cannot open {self.path}: no such file "
+                    "(`restgov run`, `restgov demo` and `restgov dashboard` create one)"
+                )
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif self.path.is_dir():
+            raise StoreError(f"cannot open {self.path}: it is a folder, not a DuckDB file")
         try:
             self._con = duckdb.connect(str(self.path))
-        except duckdb.IOException as e:
-            raise RuntimeError(
-                f"cannot open {self.path}: another restgov process (a dashboard or a `restgov run`) "
-                "holds it. "
-                "Stop it, or point --db at another file."
-            ) from e
+        except duckdb.Error as e:
+            raise _open_error(self.path, e) from e
         self._local = threading.local()
-        for cls in reversed(type(self).__mro__):
-            if "SCHEMA" in vars(cls):
-                self._con.execute(vars(cls)["SCHEMA"])
+        try:
+            for cls in reversed(type(self).__mro__):
+                if "SCHEMA" in vars(cls):
+                    self._con.execute(vars(cls)["SCHEMA"])
+        except duckdb.Error as e:  # a file that opens but whose catalog or blocks cannot be read
+            self._con.close()
+            raise _open_error(self.path, e) from e
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cur", None)
