@@ -43,7 +43,8 @@ else:
             f"Signed in as **{user['name']}** ({user['role']})"
             + (" · local mode" if user.get("local") else "")
         )
-        st.caption(f"Store: `{service.settings().db}`")
+        if user["role"] == "operator":  # the server's file system is the operators' concern only
+            st.caption(f"Store: `{service.settings().db}`")
         if not user.get("local"):
             st.button("Sign out", key="sign_out", on_click=auth.sign_out, icon=":material/logout:")
 auth.write_cookie()

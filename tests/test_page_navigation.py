@@ -45,6 +45,34 @@ def test_auditor_sees_audit_pages_only(empty_db):
         at.switch_page("app_pages/campaigns.py")
 
 
+def _rendered(at: AppTest) -> str:
+    """Every element of the rendered page (main area and sidebar), as its protobuf text."""
+    out: list[str] = []
+
+    def walk(node) -> None:
+        if getattr(node, "proto", None) is not None:
+            out.append(str(node.proto))
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at._tree)
+    return "\n".join(out)
+
+
+def test_store_path_is_shown_to_operators_only(empty_db):
+    """The sidebar names the database file for operators; annotators and auditors never see the path."""
+    path = str(empty_db.resolve())
+    operator = app(empty_db, OPERATOR)
+    assert path in _rendered(operator)
+    assert any(path in c.value for c in operator.sidebar.caption)
+    for who in (ANNOTATOR, AUDITOR):
+        at = app(empty_db, who)
+        assert not at.exception, who
+        page = _rendered(at)
+        assert f"Signed in as **{who['name']}**" in page  # the sidebar was drawn
+        assert path not in page and str(empty_db) not in page and empty_db.name not in page, who
+
+
 @pytest.mark.slow
 def test_governance_pages_render_on_a_real_campaign(campaign):
     db, cid, _ = campaign

@@ -38,18 +38,16 @@ view = task["view"]
 st.caption(f"{task['n_ratings']} of {task['required_ratings']} ratings so far")
 scores = rate_panel.task_panel(task)
 c1, c2, _ = st.columns([1, 1, 4])
-if c1.button(
-    "Submit", key=f"rate_submit_{view}", type="primary", disabled=None in scores.values(), help="Enter"
-):
+# No tooltips on these buttons: a tooltip opens above its button, over the score buttons; the caption says it.
+if c1.button("Submit", key=f"rate_submit_{view}", type="primary", disabled=None in scores.values()):
     store.submit_view(view, user["name"], scores["left"], scores["right"])
     st.rerun()
-if c2.button(
-    "Skip", key=f"rate_skip_{view}", help="Pass on this task: it is not shown to you again in this session"
-):
+if c2.button("Skip", key=f"rate_skip_{view}"):
     store.skip_view(view, user["name"])
     st.rerun()
 st.caption(
     "Keyboard: **0**–**6** score the highlighted candidate (the highlight then moves to the other one), "
-    "**←** / **→** / **Tab** move the highlight, **Enter** submits."
+    "**←** / **→** / **Tab** move the highlight, **Enter** submits. **Skip** passes on this task: it is "
+    "not shown to you again in this session."
 )
 rate_panel.keyboard()
