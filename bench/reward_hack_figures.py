@@ -110,8 +110,10 @@ def render(out: dict) -> str:
 
 
 def main() -> None:
+    from engine.cli.common import DEFAULT_DB, add_db_argument
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--db", required=True, help="the DuckDB store the campaign ran in")
+    add_db_argument(ap, DEFAULT_DB, "the DuckDB store the campaign ran in (default: restgov's default)")
     ap.add_argument("--campaign", help="campaign id (default: the newest in --db)")
     ap.add_argument("--max-sources", type=int, help="validation sources (default: the campaign's eval cap)")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
