@@ -24,7 +24,11 @@ KIND = "grow"
 def prepare(store, unit: Unit, cfg, run_dir: Path) -> dict:
     cid = unit.cid
     pol = policy_after(store, cid, unit.grow - 1)
-    return {"policy": pol, "policy_path": checkpoint_path(store, cid, pol)}
+    return {
+        "policy": pol,
+        "policy_path": checkpoint_path(store, cid, pol),
+        "base_path": checkpoint_path(store, cid, "base"),  # each sample's log-prob under BC: the KL
+    }
 
 
 def run(ctx) -> dict:
