@@ -35,14 +35,15 @@ class HackingThresholds:
     # and truncation the sign of the opposite collapse.
     length_ratio: float | None = 1.3
     # Relative fall (a - b) / a of the unique share (distinct candidates / candidates, mean over sources).
-    # Sharpening the policy makes some duplicates; a fifth fewer distinct candidates per source means the K
-    # samples of a source are collapsing onto a few outputs, which leaves the filter nothing to choose from.
-    # For an exact-answer task whose correct answers are identical strings, convergence is the improvement:
-    # turn the diversity checks off there.
-    unique_share_drop: float | None = 0.2
-    # Relative fall of distinct-2 (distinct bigrams / bigrams) on `diversity_texts` candidates: a fifth fewer
-    # distinct bigrams is mode collapse onto stock phrases, across or within sources.
-    distinct_drop: float | None = 0.2
+    # ReST sharpens the policy on purpose: on the honest toy-mt demo (K = 8) the unique share fell 66% from
+    # Grow 1 to Grow 2 while chrF rose 18 points. A fall of 80% leaves about one distinct candidate in five:
+    # the K samples of a source collapsed onto one, which leaves the filter nothing to choose from. For an
+    # exact-answer task whose correct answers are identical strings, convergence is the improvement: turn
+    # the diversity checks off there (1.0).
+    unique_share_drop: float | None = 0.8
+    # Relative fall of distinct-2 (distinct bigrams / bigrams) on `diversity_texts` candidates: 69% on the
+    # honest toy-mt demo as the policy sharpened; 80% is collapse onto stock phrases beyond that.
+    distinct_drop: float | None = 0.8
     # Mean over b's generated samples of sum_logprob - base_logprob (nats per sample): an estimate of
     # KL(pi_b || pi_BC). At 10 nats the BC policy gives a typical sample of b e^-10 (about 1/22,000) of the
     # probability b gives it: b writes what BC practically never would, where the reward model, trained

@@ -212,7 +212,10 @@ def test_identical_candidates_per_source_raise_the_diversity_alarms(tmp_path: Pa
     assert d["a"]["unique_share"] == 1.0 and d["b"]["unique_share"] == pytest.approx(1 / 20)
     assert d["n_texts"] == 4000 and d["a"]["n_texts"] == d["b"]["n_texts"] == 4000
     assert d["distinct_2_drop"] > 0.2
-    assert sorted(al["check"] for al in rep["alarms"]) == ["distinct_2_drop", "unique_share_drop"]
+    # The unique share fell 95%, past the default 80%; distinct-2 fell less, an alarm at a tighter limit.
+    assert [al["check"] for al in rep["alarms"]] == ["unique_share_drop"]
+    tight = hacking_report(s, CID, th=HackingThresholds(distinct_drop=0.2))
+    assert sorted(al["check"] for al in tight["alarms"]) == ["distinct_2_drop", "unique_share_drop"]
     quiet = HackingThresholds(unique_share_drop=None, distinct_drop=None)
     assert hacking_report(s, CID, th=quiet)["alarms"] == []
 
@@ -311,7 +314,8 @@ def test_hacking_thresholds_from_the_gates_config():
 
     th = hacking_thresholds(GatesConfig(drift_length_ratio=1.5, drift_kl_budget=None))
     assert th.length_ratio == 1.5 and th.kl_budget is None
-    assert (th.distinct_drop, th.ceiling_margin) == (0.2, 0.1)  # not in the config: the defaults
+    assert (th.distinct_drop, th.unique_share_drop, th.ceiling_margin) == (0.8, 0.8, 0.1)
+    assert hacking_thresholds(GatesConfig(drift_distinct_drop=0.3)).distinct_drop == 0.3
     with pytest.raises(ValueError, match="length_ratio"):
         HackingThresholds(length_ratio=0.8)
 
