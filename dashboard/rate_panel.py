@@ -7,12 +7,17 @@ page's controls for keyboard navigation), Enter submits once both are scored. Th
 page's own widgets, so a rating made from the keyboard is the same rating a click makes. It carries nothing
 about the task: no text, reward, policy name, model id or task id (widgets are keyed by an opaque view token).
 
+The task on the screen is pinned in session state by its view token (`shown_task`) and Submit / Skip act on
+that token in their callbacks (`submit`, `skip`), so a click always names the task it was made on; what the
+store made of it stays on the page (`show_outcome`) until the next Submit or Skip.
+
 Sources and candidates are drawn as plain text (st.text, st.code): Markdown or HTML a model wrote is shown
 literally, so it can neither restyle the page nor hint at which policy wrote it.
 """
 
 from __future__ import annotations
 
+import duckdb
 import streamlit as st
 
 SIDES = ("left", "right")
@@ -130,3 +135,65 @@ def task_panel(task: dict) -> dict[str, int | None]:
             st.code(task[f"text_{side}"], language=None, wrap_lines=True)
             scores[side] = st.segmented_control(SCALE, list(range(7)), key=f"rate_{side}_{task['view']}")
     return scores
+
+
+def _set_outcome(kind: str, text: str) -> None:
+    """Keep a submit's outcome for the page; numbered so each click's message has a key of its own."""
+    n = st.session_state.get("rate_outcome_n", 0) + 1
+    st.session_state.rate_outcome_n = n
+    st.session_state.rate_outcome = (n, kind, text)
+
+
+def show_outcome() -> None:
+    """The outcome of this session's last Submit or Skip (success, warning or error), until the next one."""
+    out = st.session_state.get("rate_outcome")
+    if out is not None:
+        n, kind, text = out
+        with st.container(key=f"rate_outcome_{n}"):
+            getattr(st, kind)(text)
+
+
+def shown_task(store, annotator: str, since) -> dict | None:
+    """The task this page showed (pinned by its view token) while it still takes this annotator's rating, else
+    the next one from the store; the new one is pinned. Says so when a pinned task closed meanwhile."""
+    pinned = st.session_state.get("rate_view")
+    task = None
+    if pinned is not None and pinned[0] == annotator:
+        task = store.view_task(pinned[1], annotator)
+        if task is None:
+            st.info(
+                "The task you had open was completed by other annotators meanwhile (or rated in another "
+                "tab); here is the next one."
+            )
+    if task is None:
+        task = store.next_task(annotator, skipped_since=since)
+    st.session_state.rate_view = (annotator, task["view"]) if task else None
+    return task
+
+
+def submit(store, view: str, annotator: str) -> None:
+    """Submit's callback: rate the task of `view` (the one the page showed) with the scores chosen on it,
+    and keep the store's outcome for the page. Runs before the page is drawn again, whatever task it shows."""
+    left, right = (st.session_state.get(f"rate_{side}_{view}") for side in SIDES)
+    if left is None or right is None:
+        _set_outcome("warning", "Not stored: choose a score for both candidates, then submit.")
+        return
+    try:
+        out = store.submit_view(view, annotator, left, right)
+    except (duckdb.Error, ValueError, KeyError) as e:
+        _set_outcome("error", f"Not stored: the store could not take this rating ({e}). Submit again.")
+        return  # the task stays on the screen with its scores
+    st.session_state.rate_view = None
+    _set_outcome("success" if out.stored else "warning", out.reason)
+
+
+def skip(store, view: str, annotator: str) -> None:
+    """Skip's callback: pass on the task of `view` (the one the page showed)."""
+    st.session_state.rate_view = None
+    st.session_state.pop("rate_outcome", None)
+    try:
+        store.skip_view(view, annotator)
+    except KeyError:
+        _set_outcome("warning", "Skip not recorded: this rating view was not served to you.")
+    except duckdb.Error as e:
+        _set_outcome("error", f"Skip not recorded: the store could not take it ({e}).")

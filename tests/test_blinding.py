@@ -135,13 +135,12 @@ def test_display_order_is_drawn_once_stored_and_survives_a_restart(store: S, tmp
 def test_submission_takes_the_order_from_the_store(store: S):
     store.create_rating_tasks(CID, "base", "g1-i1", n=2, required_ratings=2, seed=0)
     t = store.next_task("ann", CID)
-    with pytest.raises(
-        KeyError, match="no rating view"
-    ):  # a token is only good for the annotator it was served to
-        store.submit_view(t["view"], "bob", 1, 2)
-    with pytest.raises(KeyError, match="no rating view"):
-        store.submit_view("0123456789abcdef", "ann", 1, 2)
-    store.submit_view(t["view"], "ann", score_left=6, score_right=1)
+    # A token is only good for the annotator it was served to: anything else is refused, and says so.
+    assert store.submit_view(t["view"], "bob", 1, 2).code == "not_yours"
+    assert store.submit_view("0123456789abcdef", "ann", 1, 2).code == "not_yours"
+    assert store.ratings(CID) == []
+    assert store.submit_view(t["view"], "ann", score_left=6, score_right=1).stored
+    assert store.submit_view(t["view"], "ann", 6, 1).code == "already_rated"
     (r,) = store.ratings(CID)
     task = next(x for x in store.rating_tasks(CID) if x["task_id"] == t["task_id"])
     left_side = "a" if t["shown_order"] == "ab" else "b"

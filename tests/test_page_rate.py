@@ -81,3 +81,43 @@ def test_rate_skip_keeps_the_task_away_for_this_session_only(synthetic):
     page = texts(at, "markdown") + texts(at, "caption") + "".join(h.proto.body for h in at.get("html"))
     assert "reference" not in page and "base" not in page and "reward" not in page.lower()
     assert "keydown" in "".join(h.proto.body for h in at.get("html"))
+
+
+def test_rate_submit_rates_the_task_shown_and_says_when_it_was_refused(synthetic):
+    """Submit acts on the task the page showed, even when the store would now serve another, and every click
+    ends in a message: stored, or not stored with the reason."""
+    db, cid = synthetic
+    store = _service(db).store
+    store.create_rating_tasks(cid, "base", "g1-i1", n=3, required_ratings=2, seed=5, batch="race")
+    who = {"name": "rita", "role": "annotator"}
+    at = app(db, who)
+    view = view_token(at)
+    tid = store.rating_view(view)["task_id"]
+    at.button_group(key=f"rate_left_{view}").set_value(4)
+    at = at.button_group(key=f"rate_right_{view}").set_value(2).run()
+    # Meanwhile others give the task all its required ratings: the store would serve rita another task now.
+    for other in ("oleg", "olaf", "omar"):
+        t = store.view_task(store.next_task(other)["view"], other)
+        while t is not None and t["task_id"] != tid:  # pass on tasks until the one rita has open
+            store.skip_view(t["view"], other)
+            t = store.next_task(other)
+        if store.view_task(view, "rita") is not None:
+            assert store.submit_view(t["view"], other, 3, 3).stored
+    assert store.next_task("rita")["view"] != view
+    at = at.button(key=f"rate_submit_{view}").click().run()
+    assert not at.exception
+    assert "Not stored: this task got its required ratings" in texts(at, "warning")
+    assert [r for r in store.ratings(cid) if r["annotator"] == "rita"] == []
+    # The next task: rated in another tab first, then submitted here.
+    view = view_token(at)
+    assert store.submit_view(view, "rita", 1, 1).stored
+    at.button_group(key=f"rate_left_{view}").set_value(5)
+    at = at.button_group(key=f"rate_right_{view}").set_value(5).run()
+    assert "rated in another tab" in texts(at, "info")  # the page moved on, and said why
+    view = view_token(at)
+    at.button_group(key=f"rate_left_{view}").set_value(6)
+    at = at.button_group(key=f"rate_right_{view}").set_value(0).run()
+    at = at.button(key=f"rate_submit_{view}").click().run()
+    assert not at.exception and "Rating stored." in texts(at, "success")
+    mine = [r for r in store.ratings(cid) if r["annotator"] == "rita"]
+    assert len(mine) == 2 and store.rating_view(view)["task_id"] in {r["task_id"] for r in mine}

@@ -4,6 +4,12 @@ Scores 0..6 for each candidate (the paper's protocol); ratings and skips are app
 skipped is not served again in this browser session. Keyboard: digits score, Enter submits
 (dashboard/rate_panel.py). The page names no policy and no task: it knows the task only by the opaque token of
 this annotator's view, and the store maps the scores back to the stored sides.
+
+The page keeps the token of the task it showed (session state) and shows that task until it is submitted or
+skipped. Submit and Skip act through callbacks given that token, so a click rates the task the page showed
+even when the store would now serve another one; the store's outcome (stored, or refused with its reason:
+already rated, complete meanwhile, not this annotator's view) is shown above the next task. A click is never
+dropped without a message.
 """
 
 import streamlit as st
@@ -27,7 +33,8 @@ st.caption(
     f"You rated {prog['rated']} · {prog['left']} left for you"
     + (f" · {prog['skipped']} skipped this session" if prog["skipped"] else "")
 )
-task = store.next_task(user["name"], skipped_since=since)
+rate_panel.show_outcome()
+task = rate_panel.shown_task(store, user["name"], since)
 if task is None:
     st.success("Nothing left to rate for you. Thank you!")
     if prog["skipped"] and st.button(f"Show the {prog['skipped']} skipped task(s) again", key="rate_unskip"):
@@ -39,12 +46,15 @@ st.caption(f"{task['n_ratings']} of {task['required_ratings']} ratings so far")
 scores = rate_panel.task_panel(task)
 c1, c2, _ = st.columns([1, 1, 4])
 # No tooltips on these buttons: a tooltip opens above its button, over the score buttons; the caption says it.
-if c1.button("Submit", key=f"rate_submit_{view}", type="primary", disabled=None in scores.values()):
-    store.submit_view(view, user["name"], scores["left"], scores["right"])
-    st.rerun()
-if c2.button("Skip", key=f"rate_skip_{view}"):
-    store.skip_view(view, user["name"])
-    st.rerun()
+c1.button(
+    "Submit",
+    key=f"rate_submit_{view}",
+    type="primary",
+    disabled=None in scores.values(),
+    on_click=rate_panel.submit,
+    args=(store, view, user["name"]),
+)
+c2.button("Skip", key=f"rate_skip_{view}", on_click=rate_panel.skip, args=(store, view, user["name"]))
 st.caption(
     "Keyboard: **0**–**6** score the highlighted candidate (the highlight then moves to the other one), "
     "**←** / **→** / **Tab** move the highlight, **Enter** submits. **Skip** passes on this task: it is "

@@ -12,7 +12,7 @@ from .core import CoreStore, StoreBusy, StoreDamaged, StoreError, StoreMissing, 
 from .drift import DriftMixin
 from .filters import FiltersMixin
 from .gates import GatesMixin
-from .ratings import RatingsMixin
+from .ratings import RatingsMixin, SubmitOutcome
 from .reward_tests import RewardTestsMixin
 from .users import UsersMixin
 from .views import ViewsMixin
@@ -34,4 +34,13 @@ def open_store(path: str | Path, create: bool = True) -> Store:
     return Store(path, create=create)
 
 
-__all__ = ["Store", "StoreBusy", "StoreDamaged", "StoreError", "StoreMissing", "now", "open_store"]
+__all__ = [
+    "Store",
+    "StoreBusy",
+    "StoreDamaged",
+    "StoreError",
+    "StoreMissing",
+    "SubmitOutcome",
+    "now",
+    "open_store",
+]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import random
 import secrets
+import threading
+from dataclasses import dataclass
 
 import duckdb
 
@@ -65,6 +67,32 @@ def _check_score(name: str, v) -> int:
 def _check_annotator(annotator: str) -> None:
     if not annotator or not annotator.strip():
         raise ValueError("annotator name is empty")
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """What became of one submit through a view token: stored, or refused with a reason for the annotator.
+
+    `code` is "stored", "already_rated" (this annotator rated the task before: another tab, a second click),
+    "complete" (others gave the task its required ratings first) or "not_yours" (the token is unknown or was
+    served to someone else). `reason` is one plain sentence the Rate page shows; it names no task or policy.
+    """
+
+    code: str
+    reason: str
+    rating_id: int | None = None
+
+    @property
+    def stored(self) -> bool:
+        return self.code == "stored"
+
+
+_REFUSALS = {
+    "already_rated": "Not stored: you already rated this task (in another tab, or with an earlier click).",
+    "complete": "Not stored: this task got its required ratings from other annotators before your submit "
+    "arrived.",
+    "not_yours": "Not stored: this rating view was not served to you (reload the page for a task of yours).",
+}
 
 
 class RatingsMixin:
@@ -404,6 +432,51 @@ class RatingsMixin:
             "view": view["token"],
         }
 
+    def _rating_lock(self) -> threading.RLock:
+        """One lock per store around every rating's checks and insert: the store is one per process, so no
+        two submits can both pass the required-ratings check of a task and overfill it."""
+        return self.__dict__.setdefault("_ratings_lock", threading.RLock())
+
+    def _refusal(self, view: dict | None, annotator: str) -> str | None:
+        """Why the task behind `view` takes no rating from `annotator` now (a _REFUSALS code), or None."""
+        if view is None or view["annotator"] != annotator:
+            return "not_yours"
+        (n, mine, req) = (
+            self.cursor()
+            .execute(
+                "SELECT count(DISTINCT r.annotator), coalesce(bool_or(r.annotator = ?), false), "
+                "any_value(t.required_ratings) FROM rating_tasks t LEFT JOIN ratings r USING (task_id) "
+                "WHERE t.task_id = ?",
+                [annotator, view["task_id"]],
+            )
+            .fetchone()
+        )
+        if req is None:
+            return "not_yours"  # no such task any more
+        if mine:
+            return "already_rated"
+        return "complete" if n >= req else None
+
+    def view_task(self, token: str, annotator: str) -> dict | None:
+        """The task behind a view token served to `annotator`, as next_task returns it, while it still takes
+        their rating (not rated by them, not complete); None otherwise. The Rate page keeps showing the task
+        it served until it is submitted or skipped, rather than whichever task next_task would serve now."""
+        view = self.rating_view(token)
+        if self._refusal(view, annotator) is not None:
+            return None
+        rows = self._rows(  # type: ignore[attr-defined]
+            "SELECT t.task_id, t.campaign_id, t.batch, t.source_id, t.source, t.text_a, t.text_b, "
+            "t.required_ratings, "
+            "(SELECT count(DISTINCT annotator) FROM ratings r WHERE r.task_id = t.task_id) AS n_ratings "
+            "FROM rating_tasks t WHERE t.task_id = ?",
+            [view["task_id"]],
+        )
+        r = rows[0]
+        left, right = (r.pop("text_a"), r.pop("text_b"))
+        if view["shown_order"] == "ba":
+            left, right = right, left
+        return r | {"text_left": left, "text_right": right, "shown_order": view["shown_order"], "view": token}
+
     def _own_view(self, token: str, annotator: str) -> dict:
         view = self.rating_view(token)
         if view is None or view["annotator"] != annotator:
@@ -422,11 +495,26 @@ class RatingsMixin:
         """skip_task for the task behind a view token served to this annotator (what the Rate page calls)."""
         self.skip_task(self._own_view(token, annotator)["task_id"], annotator)
 
-    def submit_view(self, token: str, annotator: str, score_left: int, score_right: int) -> int:
-        """Rate the task behind a view token served to this annotator; the order comes from the store."""
-        return self.submit_rating(
-            self._own_view(token, annotator)["task_id"], annotator, score_left, score_right
-        )
+    def submit_view(self, token: str, annotator: str, score_left: int, score_right: int) -> SubmitOutcome:
+        """Rate the task behind a view token served to this annotator; the order comes from the store.
+
+        The token names the task the page showed, whatever next_task would serve now. The rating is stored
+        if that task still takes it: the view is this annotator's, they have not rated the task, and it is
+        short of its required ratings. Otherwise nothing is stored and the outcome says why (SubmitOutcome):
+        a submit is never dropped without one. Scores outside 0..6 and an empty annotator raise ValueError.
+        """
+        sl, sr = _check_score("score_left", score_left), _check_score("score_right", score_right)
+        _check_annotator(annotator)
+        with self._rating_lock():
+            view = self.rating_view(token)
+            code = self._refusal(view, annotator)
+            if code is not None:
+                return SubmitOutcome(code, _REFUSALS[code])
+            try:
+                rid = self.submit_rating(view["task_id"], annotator, sl, sr)
+            except ValueError:  # the UNIQUE backstop: rated through another path meanwhile
+                return SubmitOutcome("already_rated", _REFUSALS["already_rated"])
+        return SubmitOutcome("stored", "Rating stored.", rid)
 
     def submit_rating(
         self,
@@ -448,6 +536,10 @@ class RatingsMixin:
         if shown_order is not None and shown_order not in ORDERS:
             raise ValueError(f"shown_order must be 'ab' or 'ba', got {shown_order!r}")
         _check_annotator(annotator)
+        with self._rating_lock():
+            return self._insert_rating(task_id, annotator, sl, sr, shown_order, simulated)
+
+    def _insert_rating(self, task_id, annotator, sl, sr, shown_order, simulated) -> int:
         cur = self.cursor()
         if not cur.execute("SELECT 1 FROM rating_tasks WHERE task_id = ?", [task_id]).fetchone():
             raise KeyError(f"no rating task {task_id}")
