@@ -1,7 +1,8 @@
 """The three ways to create a campaign: a demo recipe, an uploaded TOML, or a form with the main fields.
 
 A bad value is reported by engine.config as a ConfigError naming the field; it is shown under that field
-(form) or with the offending TOML line (upload). Data problems (engine.data.DataError) go under the data paths.
+(form) or with the offending TOML line (upload). Data problems (engine.data.DataError) go under the data
+paths.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def recipe_tab(svc, user: dict) -> None:
 
 
 def locate(text: str, field: str) -> int | None:
-    """1-based line of a dotted field (`grow.temperature`, `improve.thresholds[1]`) in a TOML text, if found."""
+    """1-based line of a dotted field (`grow.temperature`, `improve.thresholds[1]`) in a TOML text, if
+    found."""
     parts = re.sub(r"\[\d+\]$", "", field).split(".")
     table, key = ".".join(parts[:-1]), parts[-1]
     current = ""

@@ -9,5 +9,6 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 python -m pip install -q -e '.[test]'
-ruff check . && ruff format --check .
+ruff check .            # lint, line length 110 included
+ruff format --check .   # formatting
 python -m pytest -q --durations=20 "$@"
