@@ -12,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import N_TRAIN, K, campaign_ids, restgov
 
+from engine.store import Store
+
 HELP = {
     "demo": ["--recipe", "--small", "--data-dir", "--db", "arith", "toy-mt"],
     "run": ["config", "--db"],
@@ -87,6 +89,7 @@ def test_run_with_a_bad_data_row_names_file_and_line(tiny_rest: Path, tmp_path: 
 
 def test_unknown_campaign_is_a_clear_error(tmp_path: Path):
     db = tmp_path / "empty.duckdb"
+    Store(db).close()  # an empty store: read-only commands refuse a missing file
     for args in (
         ["status", "nope-123"],
         ["status", "nope-123", "--json"],

@@ -575,7 +575,8 @@ def test_improve_with_empty_filter_is_skipped_or_ends_the_campaign(tmp_path, one
         reason = store.campaign(cid)["stop_reason"]
         assert reason == "g1-i1: the filter (thresholds, 0.99) kept no samples of grow 1"
         done = store.done_steps(cid)
-        assert list(done) == ["bootstrap", "g1-grow", "g1-gates", "final"]
+        assert list(done) == ["bootstrap", "g1-grow", "g1-gates", "g1-i1", "final"]
+        assert done["g1-i1"] == {"skipped": reason, "ended": True}  # recorded with why it ended the campaign
         assert done["final"]["stop_reason"] == reason
         assert not [e for e in store.events(cid, ["state"]) if e["state"] == "FAILED"]
     finally:

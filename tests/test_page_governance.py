@@ -299,7 +299,7 @@ def test_final_policy_is_shown_beside_bc(tmp_path):
     db, cid = build(tmp_path, GATES_AUDIT, grows=2)
     store = _service(db).store
     policy, why = gate_steps.choose_final(store, cid)
-    assert policy == "g1-i1" and "barred by a gate: g1-i2" in why
+    assert policy == "g1-i1" and "not eligible: g1-i2" in why
     unit = Unit(cid, "final", "final", reason="maximum Grow steps reached")
     store.start_step(cid, "final", "final", None, None)
     result = {
