@@ -11,4 +11,5 @@ fi
 python -m pip install -q -e '.[test]'
 ruff check .            # lint, line length 110 included
 ruff format --check .   # formatting
-python -m pytest -q --durations=20 "$@"
+# The demo recipes end to end (marker `demo`, 4 minutes) run on request: bash tests/run.sh -m demo
+python -m pytest -q --durations=20 -m "not demo" "$@"

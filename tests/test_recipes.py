@@ -57,6 +57,7 @@ def _check_improvement(status: dict) -> tuple[float, float]:
     return final["base"], final[last]
 
 
+@pytest.mark.demo
 def test_arith_rest_em_beats_bc(tmp_path):
     status = _demo(tmp_path, "arith")
     assert status["mode"] == "rest-em"
@@ -65,6 +66,7 @@ def test_arith_rest_em_beats_bc(tmp_path):
     assert final > base, status["final"]
 
 
+@pytest.mark.demo
 def test_toy_mt_rest_beats_bc(tmp_path):
     status = _demo(tmp_path, "toy-mt")
     assert status["mode"] == "rest"
