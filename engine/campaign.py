@@ -322,8 +322,5 @@ class Controller:
         shard_dir = step_dir / "shards"
         if not shard_dir.exists():
             return
-        # audits and refs shards of a Grow block are written before its samples shard: ingest them first
-        order = {"audits": 0, "refs": 1}
-        paths = sorted(shard_dir.glob("*.parquet"), key=lambda p: (order.get(shard_kind(p.name), 2), p.name))
-        for p in paths:
+        for p in sorted(shard_dir.glob("*.parquet")):
             self.store.ingest_shard(u.cid, shard_kind(p.name), f"{u.cid}/{u.key}/{p.name}", p)

@@ -10,6 +10,7 @@ that live view. Thread-safe: pages call it from Streamlit's script threads.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import subprocess
 import sys
@@ -291,15 +292,15 @@ class ControllerService:
         started = []
         for c in self.store.campaigns():
             cid = c["id"]
-            if c["state"] != State.PAUSED or not (c["stop_reason"] or "").startswith("gate human: waiting"):
+            if c["state"] != State.PAUSED or self.running(cid):
                 continue
-            if self.running(cid):
-                continue
-            waits = [g for g in self.store.gate_checks(cid) if g["gate"] == "human" and g["status"] == "fail"]
-            if not waits or not waits[-1]["policy"]:
+            # The transition into PAUSED carries the failing gate's figures: a wait for ratings says so.
+            pause = self.store.events(cid, ["state"])[-1]
+            figures = json.loads(pause["payload"]) if isinstance(pause["payload"], str) else pause["payload"]
+            if not figures or "waiting_for" not in figures:
                 continue
             cfg = config_from_dict(self.store.campaign(cid)["config"])
-            if not human_gate(self.store, cfg, cid, waits[-1]["policy"]).passed:
+            if not human_gate(self.store, cfg, cid, figures["policy"]).passed:
                 continue
             self.store.add_event(cid, "request", "ratings are in: resuming the campaign", actor="rating gate")
             if self.start(cid, "rating gate"):

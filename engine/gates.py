@@ -195,7 +195,7 @@ def human_gate(store, cfg: CampaignConfig, cid: str, policy: str) -> GateResult:
     if len(rows) < g.human_min_ratings:
         need = g.human_min_ratings - len(rows)
         msg = f"waiting for {need} ratings of {policy} vs base ({len(rows)} of {g.human_min_ratings})"
-        return GateResult("human", False, msg, figures, policy, waiting=True)
+        return GateResult("human", False, msg, figures | {"waiting_for": need}, policy, waiting=True)
     if g.human_min_diff is not None and rows:
         d = human_eval_diff(rows, baseline="base")
         figures |= {

@@ -27,23 +27,21 @@ def _decide(
 ):
     """Store every check; return the first failure that is not overridden (None: go on)."""
     failed = None
+    where = f"{stage.replace('-', ' ')} {g}" if g is not None else stage
     for res in checks:
         if res.passed:
             store.add_gate_check(cid, stage, g, res.gate, "pass", res.message, res.figures, res.policy)
-            continue
-        if res.gate in overrides:
-            msg = f"gate {res.gate} overridden {stage.replace('-', ' ')} {g or ''}: {res.message}".replace(
-                "  ", " "
-            )
+        elif res.gate in overrides:
             store.add_gate_check(
                 cid, stage, g, res.gate, "override", res.message, res.figures, res.policy, actor
             )
-            store.add_event(cid, "gate", msg, res.figures, actor=actor)
-            continue
-        store.add_gate_check(cid, stage, g, res.gate, "fail", res.message, res.figures, res.policy)
-        where = f"{stage.replace('-', ' ')} {g}" if g is not None else stage
-        store.add_event(cid, "gate", f"gate {res.gate} failed {where}: {res.message}", res.figures)
-        failed = failed or res
+            store.add_event(
+                cid, "gate", f"gate {res.gate} overridden {where}: {res.message}", res.figures, actor=actor
+            )
+        else:
+            store.add_gate_check(cid, stage, g, res.gate, "fail", res.message, res.figures, res.policy)
+            store.add_event(cid, "gate", f"gate {res.gate} failed {where}: {res.message}", res.figures)
+            failed = failed or res
     return failed
 
 
