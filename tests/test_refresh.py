@@ -63,8 +63,8 @@ def human(text: str, ref: str, noise: int) -> int:
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path, list]:
-    """A toy-mt campaign whose 40 rated tasks mostly pit a dropped word against a stutter; (db, cid, head,
-    val)."""
+    """A toy-mt campaign whose N_RATED rated tasks mostly pit a dropped word against a stutter; (db, cid,
+    head, val)."""
     root = tmp_path_factory.mktemp("refresh")
     splits = make_splits(seed=11, n_train=120, n_val=20, n_test=0)
     train = splits["train"]
@@ -131,10 +131,14 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path,
     )
     refs = {ex.id: ex.reference for ex in train}
     for k, annotator in enumerate(("ann", "bob")):
-        noise = random.Random(k)
         while (t := store.next_task(annotator, cid)) is not None:
             ref = refs[t["source_id"]]
-            jitter = [noise.choice((-1, 0, 0, 1)) if k else 0 for _ in range(2)]
+            # The second rater's noise is seeded by the text, not by the side it is shown on: sides are drawn
+            # from the system's randomness, and the figures below must not depend on that draw.
+            jitter = [
+                random.Random(f"{k}:{x}").choice((-1, 0, 0, 1)) if k else 0
+                for x in (t["text_left"], t["text_right"])
+            ]
             store.submit_rating(
                 t["task_id"],
                 annotator,

@@ -123,7 +123,9 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> argparse.Argument
     p.add_argument("--epochs", type=int, help="passes over the rated pairs (default: at least 300 steps)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     p.add_argument(
-        "--anchor-weight", type=float, help="weight of staying near the old rewards (default 0.05)"
+        "--anchor-weight",
+        type=float,
+        help="weight of staying near the old rewards (default 0.5; 0.05 forgot that a dropped word is worse)",
     )
     p.add_argument("--seed", type=int, default=0, help="held-out split and batch order (default 0)")
     p.add_argument(

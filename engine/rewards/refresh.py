@@ -64,7 +64,7 @@ def refresh_minilm_head(
     epochs: int | None = None,
     lr: float = 1e-3,
     seed: int = 0,
-    anchor_weight: float = 0.05,
+    anchor_weight: float = 0.5,
     temperature: float = 0.1,
     batch_size: int = 32,
     anchor: list[tuple[str, str, str | None]] | None = None,
