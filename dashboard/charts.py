@@ -41,9 +41,9 @@ def _thresholds(fig: go.Figure, thresholds: list[dict]) -> None:
     for t in thresholds:
         if t.get("tau_drawn") is not None:
             share = f"{t['share']:.1%}" if t.get("share") is not None else "?"
-            by_tau.setdefault(round(t["tau_drawn"], 6), []).append(
-                f"g{t['grow']}-i{t['improve']} kept {share}"
-            )
+            of = f" of {t['share_of']}" if t.get("share_of") else ""
+            label = f"g{t['grow']}-i{t['improve']} kept {share}{of}"
+            by_tau.setdefault(round(t["tau_drawn"], 6), []).append(label)
     for j, (tau, labels) in enumerate(sorted(by_tau.items())):
         fig.add_vline(
             x=tau,

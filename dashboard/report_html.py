@@ -92,9 +92,128 @@ class _Figures:
         return f'<div class="figure">{out}</div>'
 
 
+def drift_thresholds(cfg: dict):
+    """The campaign's own drift limits: its gate's hacking checks ([gates] drift_*) and the reward-shift
+    alarm of `gates.drift_reward_wasserstein`, as the drift gate and `restgov drift` apply them."""
+    from engine.config import config_from_dict
+    from engine.drift import DriftThresholds, hacking_thresholds
+
+    gates = config_from_dict(cfg).gates
+    return DriftThresholds(
+        reward_wasserstein=gates.drift_reward_wasserstein, hacking=hacking_thresholds(gates)
+    )
+
+
+# (check, statistic shown, where its value is in a drift_report, the thresholds field, how it fires)
+_DRIFT_CHECKS = (
+    (
+        "length_shift",
+        "mean length b / a",
+        ("hacking", "figures", "length", "ratio"),
+        "hacking.length_ratio",
+        "outside [1/limit, limit]",
+    ),
+    (
+        "unique_share_drop",
+        "fall of the unique share",
+        ("hacking", "figures", "diversity", "unique_share_drop"),
+        "hacking.unique_share_drop",
+        "> limit",
+    ),
+    (
+        "distinct_2_drop",
+        "fall of distinct-2",
+        ("hacking", "figures", "diversity", "distinct_2_drop"),
+        "hacking.distinct_drop",
+        "> limit",
+    ),
+    (
+        "kl_budget",
+        "KL from BC (nats per sample)",
+        ("hacking", "figures", "kl", "nats"),
+        "hacking.kl_budget",
+        "> limit",
+    ),
+    (
+        "reward_ceiling",
+        "rise of the share at the reward ceiling",
+        ("hacking", "figures", "ceiling", "rise"),
+        "hacking.ceiling_margin",
+        "> limit",
+    ),
+    (
+        "beats_references",
+        "mean reward of samples minus references",
+        ("hacking", "figures", "references", "excess"),
+        "hacking.reference_margin",
+        "> limit",
+    ),
+    (
+        "reward_wasserstein",
+        "reward W1 / std of a",
+        ("reward", "wasserstein_norm"),
+        "reward_wasserstein",
+        ">= limit",
+    ),
+    (
+        "length_wasserstein",
+        "length W1 / std of a",
+        ("length", "wasserstein_norm"),
+        "length_wasserstein",
+        ">= limit",
+    ),
+    ("reward_ks", "reward KS p-value", ("reward", "ks_pvalue"), "ks_pvalue", "< limit"),
+    ("length_ks", "length KS p-value", ("length", "ks_pvalue"), "ks_pvalue", "< limit"),
+)
+
+
+def _dig(d, path):
+    for k in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def drift_table_rows(rep: dict) -> list[dict]:
+    """One row per drift check of a drift_report: the statistic, its value, the limit it is held to (None:
+    reported, not alarmed), whether its alarm fired, and why a check had no value."""
+    fired = {al["check"]: al for al in rep["alarms"]}
+    skipped = _dig(rep, ("hacking", "skipped")) or {}
+    th = rep["thresholds"]
+    rows = []
+    for check, label, path, limit_path, rule in _DRIFT_CHECKS:
+        value, limit = _dig(rep, path), _dig(th, limit_path.split("."))
+        rows.append(
+            {
+                "check": check,
+                "statistic": label,
+                "value": value,
+                "threshold": limit,
+                "alarm when": rule if limit is not None else "off (figure only)",
+                "fired": check in fired,
+                "note": skipped.get(check, ""),
+            }
+        )
+    b = rep["b"]
+    hb = next((h for h in rep.get("human") or [] if h["grow"] == b), None)
+    rows.append(
+        {
+            "check": "human_spearman",
+            "statistic": f"Spearman of reward vs human scores at grow {b}",
+            "value": hb["spearman_rho"] if hb else None,
+            "threshold": th.get("human_rho_min"),
+            "alarm when": f"< limit with >= {th.get('human_min_pairs')} rated texts",
+            "fired": "human_spearman" in fired,
+            "note": "" if hb else f"no rated texts at grow {b}",
+        }
+    )
+    return rows
+
+
 def _drift(store, cid: str, cfg: dict) -> tuple[str, list[dict]]:
     """Drift statistics for the gate's comparisons (latest step against the first and the previous one)."""
-    from engine.drift import DriftThresholds, default_comparisons, drift_report
+    from engine.drift import default_comparisons, drift_report
 
     pairs = default_comparisons(store, cid)
     if not pairs:
@@ -103,10 +222,14 @@ def _drift(store, cid: str, cfg: dict) -> tuple[str, list[dict]]:
             "this campaign has fewer.</p>",
             [],
         )
-    th = DriftThresholds(reward_wasserstein=cfg.get("gates", {}).get("drift_reward_wasserstein", 0.1))
-    rows, alarms = [], []
+    th = drift_thresholds(cfg)
+    rows, alarms, checks = [], [], []
     for a, b in pairs:
         rep = drift_report(store, cid, a, b, th)
+        checks += [
+            {"steps": f"grow {a} → grow {b}"} | r | {"fired": "ALARM" if r["fired"] else "no"}
+            for r in drift_table_rows(rep)
+        ]
         dv = rep["diversity"]
         rows.append(
             {
@@ -130,6 +253,8 @@ def _drift(store, cid: str, cfg: dict) -> tuple[str, list[dict]]:
     out = (
         table(rows, row_class=lambda r: "alarm" if r["alarms"] else None)
         + f'<p class="muted">Alarm thresholds: {html.escape(limits)}.</p>'
+        + "<h3>Every check: statistic, value, threshold, fired?</h3>"
+        + table(checks, row_class=lambda r: "alarm" if r["fired"] == "ALARM" else None)
     )
     out += (
         "".join(

@@ -67,13 +67,17 @@ class ViewsMixin:
         """
         return self._rows(sql, {"cid": cid, "bins": int(bins), "gen": bool(generated_only)})
 
-    def kept_shares(self, cid: str, grow: int, taus: list[float]) -> list[dict]:
-        """For each threshold tau: how many pairs of D_g the filter 1[R > tau] keeps, and their share."""
+    def kept_shares(self, cid: str, grow: int, taus: list[float], generated_only: bool = False) -> list[dict]:
+        """For each threshold tau: how many pairs of D_g the filter 1[R > tau] keeps, and their share of the
+        pairs counted (all pairs of D_g, or with `generated_only` the generated candidates alone)."""
         if not taus:
             return []
         cols, params = _tau_params(taus)
-        sql = f"SELECT count(*) AS n_total, {cols} FROM samples WHERE campaign_id = $cid AND grow = $grow"
-        row = self._rows(sql, params | {"cid": cid, "grow": int(grow)})[0]
+        sql = (
+            f"SELECT count(*) AS n_total, {cols} FROM samples WHERE campaign_id = $cid AND grow = $grow "
+            "AND (NOT $gen OR sample_idx >= 0)"
+        )
+        row = self._rows(sql, params | {"cid": cid, "grow": int(grow), "gen": bool(generated_only)})[0]
         n = row["n_total"]
         return [
             {"tau": t, "kept": row[f"k{i}"], "n_total": n, "share": row[f"k{i}"] / n if n else None}
@@ -210,18 +214,61 @@ class ViewsMixin:
             if row[f"c{j}"]
         ]
 
-    def samples_between(self, cid: str, grow: int, lo: float, hi: float, limit: int = 20) -> list[dict]:
+    def samples_between(
+        self, cid: str, grow: int, lo: float, hi: float, limit: int = 20, generated_only: bool = False
+    ) -> list[dict]:
         """A few candidates with lo <= reward <= hi (highest first), with their source, to read what a
-        reward means."""
+        reward means; `origin` says whether each is a generated candidate or an original pair of D (the
+        reference, sample_idx -1), which `generated_only` leaves out."""
         return self._rows(
             "WITH top AS (SELECT source_id, sample_idx, text, reward, n_tokens, policy FROM samples "
-            "WHERE campaign_id = ? AND grow = ? AND reward BETWEEN ? AND ? "
+            "WHERE campaign_id = ? AND grow = ? AND reward BETWEEN ? AND ? AND (NOT ? OR sample_idx >= 0) "
             "ORDER BY reward DESC, source_id, sample_idx LIMIT ?) "
-            "SELECT t.source_id, t.sample_idx, p.source, t.text, t.reward, t.n_tokens, t.policy FROM top t "
+            "SELECT t.source_id, t.sample_idx, "
+            "CASE WHEN t.sample_idx >= 0 THEN 'generated' ELSE 'reference' END AS origin, "
+            "p.source, t.text, t.reward, t.n_tokens, t.policy FROM top t "
             "LEFT JOIN prompts p ON p.campaign_id = ? AND p.split = 'train' AND p.source_id = t.source_id "
             "ORDER BY t.reward DESC, t.source_id, t.sample_idx",
-            [cid, int(grow), float(lo), float(hi), int(limit), cid],
+            [cid, int(grow), float(lo), float(hi), bool(generated_only), int(limit), cid],
         )
+
+    def grow_pair_counts(self, cid: str) -> list[dict]:
+        """Per Grow step: the pairs of D_g (`n_total`), how many are generated candidates (`n_generated`)
+        and how many are original pairs of D mixed in (`n_reference`, sample_idx -1)."""
+        return self._rows(
+            "SELECT grow, count(*) AS n_total, count(*) FILTER (WHERE sample_idx >= 0) AS n_generated, "
+            "count(*) FILTER (WHERE sample_idx < 0) AS n_reference FROM samples WHERE campaign_id = ? "
+            "GROUP BY grow ORDER BY grow",
+            [cid],
+        )
+
+    def filter_counts(self, cid: str) -> list[dict]:
+        """Each Improve step's filter decision (the `filters` row) with its kept set split by origin:
+        `kept_generated` of `n_generated` generated candidates and `kept_reference` of `n_reference` original
+        pairs of D. The kept set is reproduced from `samples` by the filter's own SQL (Store.apply_filter),
+        one scan of the step per Improve."""
+        counts = {r["grow"]: r for r in self.grow_pair_counts(cid)}
+        out = []
+        for f in self._rows("SELECT * FROM filters WHERE campaign_id = ? ORDER BY grow, improve", [cid]):
+            kept_sql = self._kept_sql(f["rule"])  # type: ignore[attr-defined]
+            sql = (
+                "SELECT count(*) AS kept_all, count(*) FILTER (WHERE sample_idx >= 0) AS kept_generated "
+                f"FROM ({kept_sql})"
+            )
+            params = {"cid": cid, "grow": f["grow"], "param": f["param"] if f["param"] is not None else 0.0}
+            (row,) = self._rows(sql, _named(sql, params))
+            c = counts.get(f["grow"], {"n_generated": 0, "n_reference": 0})
+            kg = int(row["kept_generated"])
+            out.append(
+                f
+                | {
+                    "kept_generated": kg,
+                    "n_generated": int(c["n_generated"]),
+                    "kept_reference": int(row["kept_all"]) - kg,
+                    "n_reference": int(c["n_reference"]),
+                }
+            )
+        return out
 
     # ---------------------------------------------------------------- rating progress (the Rate page)
     def annotator_progress(self, annotator: str, skipped_since=None) -> dict:
@@ -241,33 +288,63 @@ class ViewsMixin:
         return self._rows(sql, {"who": annotator, "since": skipped_since})[0]
 
     # ---------------------------------------------------------------- reward-model versions, unit tests
-    def reward_test_history(self) -> list[dict]:
-        """Every reward test run, newest first, with the tests that failed and where the run came from."""
-        return self._rows(
+    def campaign_reward_versions(self, cid: str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """The reward-model versions that belong to campaign `cid`: those its samples and its references
+        were scored with, those its own unit-test runs tested, both sides of its reward refreshes, `extra`
+        (the version of its config's reward, which only the caller can compute), and every version tested
+        as a refresh of one of these. Other campaigns' rewards are left out."""
+        sql = """
+        WITH own AS (
+            SELECT DISTINCT reward_version AS v FROM samples WHERE campaign_id = $cid
+            UNION SELECT DISTINCT reward_version FROM reference_rewards WHERE campaign_id = $cid
+            UNION SELECT reward_version FROM reward_test_runs
+                  WHERE json_extract_string(config, '$.campaign') = $cid
+            UNION SELECT json_extract_string(payload, '$.' || k) FROM events, (VALUES ('version'),
+                  ('parent_version')) t(k) WHERE campaign_id = $cid AND kind = 'reward_refresh'
+            UNION SELECT unnest($extra::VARCHAR[]))
+        SELECT v FROM own WHERE v IS NOT NULL
+        UNION SELECT reward_version FROM reward_test_runs
+              WHERE json_extract_string(config, '$.refresh_of') IN (SELECT v FROM own)
+        ORDER BY 1
+        """
+        rows = self.cursor().execute(sql, {"cid": cid, "extra": [str(x) for x in extra if x]}).fetchall()
+        return [r[0] for r in rows]
+
+    def reward_test_history(self, versions: list[str] | None = None) -> list[dict]:
+        """Every reward test run, newest first, with the tests that failed and where the run came from;
+        only the runs of `versions` when given (a campaign's own: campaign_reward_versions)."""
+        sql = (
             "WITH f AS (SELECT run_id, list(test ORDER BY pos) FILTER (WHERE passed = false) AS failed "
             "FROM reward_test_results GROUP BY run_id) "
             "SELECT r.run_id, r.reward_name, r.reward_version, r.created_at, r.verdict, r.n_tests, "
             "r.n_failed, r.n_pairs, r.mean_reward, json_extract_string(r.config, '$.campaign') AS campaign, "
             "json_extract_string(r.config, '$.reference_set') AS reference_set, "
             "coalesce(f.failed, []) AS failed_tests "
-            "FROM reward_test_runs r LEFT JOIN f USING (run_id) ORDER BY r.created_at DESC, r.run_id DESC"
+            "FROM reward_test_runs r LEFT JOIN f USING (run_id) "
+            "WHERE $versions::VARCHAR[] IS NULL OR list_contains($versions::VARCHAR[], r.reward_version) "
+            "ORDER BY r.created_at DESC, r.run_id DESC"
         )
+        return self._rows(sql, {"versions": None if versions is None else list(versions)})
 
-    def reward_test_matrix(self, limit_runs: int = 30) -> list[dict]:
-        """Pass rate of each test in each of the newest `limit_runs` runs (oldest first): the history as a
-        grid."""
-        return self._rows(
+    def reward_test_matrix(self, limit_runs: int = 30, versions: list[str] | None = None) -> list[dict]:
+        """Pass rate of each test in each of the newest `limit_runs` runs (oldest first), of `versions` only
+        when given: the history as a grid."""
+        sql = (
             "WITH r AS (SELECT run_id, reward_version, created_at FROM reward_test_runs "
-            "ORDER BY created_at DESC, run_id DESC LIMIT ?) "
+            "WHERE $versions::VARCHAR[] IS NULL OR list_contains($versions::VARCHAR[], reward_version) "
+            "ORDER BY created_at DESC, run_id DESC LIMIT $limit) "
             "SELECT r.run_id, r.reward_version, r.created_at, t.pos, t.test, t.pass_rate, t.passed "
-            "FROM r JOIN reward_test_results t USING (run_id) ORDER BY r.created_at, r.run_id, t.pos",
-            [int(limit_runs)],
+            "FROM r JOIN reward_test_results t USING (run_id) ORDER BY r.created_at, r.run_id, t.pos"
+        )
+        return self._rows(
+            sql, {"limit": int(limit_runs), "versions": None if versions is None else list(versions)}
         )
 
-    def reward_versions(self, cid: str | None = None) -> list[dict]:
-        """Reward-model versions (registered in reward_models, tested, or scoring `cid`'s samples) with the
-        verdict of their latest unit-test run; `used_in_grows` / `n_samples` say where campaign `cid` used
-        each one."""
+    def reward_versions(self, cid: str | None = None, extra: list[str] | tuple[str, ...] = ()) -> list[dict]:
+        """Reward-model versions with the verdict of their latest unit-test run: campaign `cid`'s own
+        (campaign_reward_versions, `extra` included), or with cid None every version registered or tested.
+        `used_in_grows` / `n_samples` say where campaign `cid` used each one."""
+        scope = self.campaign_reward_versions(cid, extra) if cid is not None else None
         sql = """
         WITH f AS (SELECT run_id, list(test ORDER BY pos) FILTER (WHERE passed = false) AS failed
                    FROM reward_test_results GROUP BY run_id),
@@ -276,8 +353,9 @@ class ViewsMixin:
                           count(*) OVER (PARTITION BY reward_version) AS n_runs FROM reward_test_runs),
         used AS (SELECT reward_version AS version, list(DISTINCT grow ORDER BY grow) AS grows, count(*) AS n
                  FROM samples WHERE campaign_id = $cid GROUP BY 1),
-        v AS (SELECT version FROM reward_models UNION SELECT reward_version FROM reward_test_runs
-              UNION SELECT version FROM used)
+        v AS (SELECT unnest($scope::VARCHAR[]) AS version WHERE $scope::VARCHAR[] IS NOT NULL
+              UNION SELECT version FROM reward_models WHERE $scope::VARCHAR[] IS NULL
+              UNION SELECT reward_version FROM reward_test_runs WHERE $scope::VARCHAR[] IS NULL)
         SELECT v.version, coalesce(m.name, l.reward_name) AS name, m.kind, m.path,
                m.created_at AS registered_at,
                u.grows AS used_in_grows, u.n AS n_samples, l.run_id AS latest_run, l.created_at AS tested_at,
@@ -287,5 +365,40 @@ class ViewsMixin:
         FROM v LEFT JOIN reward_models m USING (version) LEFT JOIN used u USING (version)
         LEFT JOIN latest l ON l.reward_version = v.version AND l.k = 1 LEFT JOIN f ON f.run_id = l.run_id
         ORDER BY u.version IS NULL, coalesce(m.created_at, l.created_at) DESC NULLS LAST, v.version
+        """
+        return self._rows(sql, {"cid": cid, "scope": scope})
+
+    # ---------------------------------------------------------------- rating-task sources, step timings
+    def rateable_policies(self, cid: str) -> dict[str, list[str]]:
+        """The policies a rating task can pair, per origin: `samples` (checkpoints that sampled generated
+        candidates in a Grow step) and `validation` (checkpoints with greedy validation outputs), each in
+        checkpoint order (BC first, latest last)."""
+        sql = """
+        WITH s AS (SELECT DISTINCT policy FROM samples WHERE campaign_id = $cid AND sample_idx >= 0),
+        e AS (SELECT DISTINCT policy FROM eval_outputs WHERE campaign_id = $cid AND split = 'validation'
+              AND text IS NOT NULL),
+        o AS (SELECT policy, created_at FROM checkpoints WHERE campaign_id = $cid)
+        SELECT 'samples' AS origin, s.policy, o.created_at FROM s LEFT JOIN o USING (policy)
+        UNION ALL SELECT 'validation', e.policy, o.created_at FROM e LEFT JOIN o USING (policy)
+        ORDER BY origin, created_at NULLS LAST, policy
+        """
+        out: dict[str, list[str]] = {"samples": [], "validation": []}
+        for r in self._rows(sql, {"cid": cid}):
+            out[r["origin"]].append(r["policy"])
+        return out
+
+    def step_timings(self, cid: str) -> list[dict]:
+        """Finished steps of campaign `cid` with their measured seconds and their work: `sources` sampled
+        (Grow: distinct sources of its samples) and optimizer `train_steps` (from its curve), oldest first."""
+        sql = """
+        WITH g AS (SELECT grow, count(DISTINCT source_id) AS sources FROM samples WHERE campaign_id = $cid
+                   GROUP BY grow),
+        c AS (SELECT step_key, max(step) AS train_steps FROM curves WHERE campaign_id = $cid
+              AND loss IS NOT NULL GROUP BY step_key)
+        SELECT s.step_key, s.kind, s.grow, s.improve, s.seconds, s.finished_at,
+               CASE WHEN s.kind = 'grow' THEN g.sources END AS sources, c.train_steps
+        FROM steps s LEFT JOIN g ON g.grow = s.grow LEFT JOIN c USING (step_key)
+        WHERE s.campaign_id = $cid AND s.status = 'done' AND s.seconds > 0
+        ORDER BY s.finished_at
         """
         return self._rows(sql, {"cid": cid})
