@@ -20,23 +20,39 @@ from dashboard import auth, service  # noqa: E402
 
 st.set_page_config(page_title="restgov", layout="wide")
 
+SIGN_IN = "app_pages/login.py"
+
 user = auth.current_user()
 if user is None:
+    # Every page's URL shows the sign-in form, so a shared link survives signing in: the form's rerun keeps
+    # the URL, which then opens that page (or its refusal) for the account just signed in.
     pg = st.navigation(
-        [st.Page("app_pages/login.py", title="Sign in", icon=":material/login:", url_path="login")],
+        [st.Page(SIGN_IN, title="Sign in", icon=":material/login:", url_path="login", default=True)]
+        + [st.Page(SIGN_IN, title="Sign in", url_path=key, visibility="hidden") for key in auth.PAGES],
         position="hidden",
     )
 else:
     keys = auth.pages_for(user["role"])
     sections: dict[str, list] = {}
+    own: dict[str, st.Page] = {}
     for key, p in auth.PAGES.items():
         if key in keys:
-            page = st.Page(p["file"], title=p["title"], icon=p["icon"], url_path=key, default=key == keys[0])
-            sections.setdefault(p["section"], []).append(page)
+            own[key] = st.Page(p["file"], title=p["title"], icon=p["icon"], url_path=key)
+            sections.setdefault(p["section"], []).append(own[key])
         else:  # the URL answers with a refusal; the page's own file is never run for this role
             sections.setdefault("", []).append(
                 st.Page(auth.refusal(key), title=p["title"], url_path=key, visibility="hidden")
             )
+    # Streamlit serves its default page at "/" only, never under that page's own url_path: so no page of
+    # the role is the default (each answers at /<key>), and "/" forwards to the role's first page.
+    home = own[keys[0]]
+
+    def start() -> None:
+        st.switch_page(home)
+
+    sections.setdefault("", []).append(
+        st.Page(start, title=home.title, url_path="start", default=True, visibility="hidden")
+    )
     pg = st.navigation(sections)
     with st.sidebar:
         st.caption(

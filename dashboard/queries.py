@@ -27,17 +27,31 @@ def stamp(cid: str) -> tuple:
 
 
 def pick_campaign(key: str, label: str = "Campaign") -> str | None:
-    """A campaign selectbox that remembers the choice across pages (st.session_state.cid)."""
-    rows = campaigns()
+    """A campaign selectbox (widget key `key`) whose choice holds across reruns and pages.
+
+    The choice is remembered in st.session_state.cid. It becomes the widget's value only when this picker
+    has no value yet (the page's first run in this session) or when `cid` changed since this picker last
+    ran (chosen on another page, or a campaign just created); otherwise the widget keeps what the user
+    chose. The options read "name · id", a text that does not change while a campaign runs, so the
+    browser's selection stays valid; the campaign's state is in the picker's label, read in this run.
+    """
+    rows = {c["id"]: c for c in campaigns()}
     if not rows:
         return None
-    ids = [c["id"] for c in rows]
-    names = {c["id"]: f"{c['name']} · {c['id']} · {c['state']}" for c in rows}
+    ids = list(rows)
     want = st.session_state.get("cid")  # the campaign chosen on another page, or just created
-    if want in ids and st.session_state.get(key) != want:
+    seen = f"_{key}_cid"  # `cid` as this picker left it on its last run
+    if want in rows and (key not in st.session_state or st.session_state.get(seen) != want):
         st.session_state[key] = want
-    cid = st.selectbox(label, ids, key=key, format_func=names.get)
-    st.session_state.cid = cid
+    shown = rows.get(st.session_state.get(key)) or rows[ids[0]]
+    state = shown["state"] + (" · running" if shown["running"] else "")
+    cid = st.selectbox(
+        f"{label} · {state}",
+        ids,
+        key=key,
+        format_func=lambda i: f"{rows[i]['name']} · {i}" if i in rows else str(i),
+    )
+    st.session_state.cid = st.session_state[seen] = cid
     return cid
 
 

@@ -3,9 +3,11 @@
 Keys (a script in the app's own document, installed once per browser tab; it only acts while a task is on the
 screen and no text field has the focus): 0..6 score the highlighted candidate and move the highlight to the
 other one, Left / Right move the highlight (Tab too while no control has the focus, so Tab still walks the
-page's controls for keyboard navigation), Enter submits once both are scored. The script clicks the
-page's own widgets, so a rating made from the keyboard is the same rating a click makes. It carries nothing
-about the task: no text, reward, policy name, model id or task id (widgets are keyed by an opaque view token).
+page's controls for keyboard navigation), Enter clicks Submit. With a candidate still unscored, Enter moves
+the highlight to it and the page says which candidate is missing (`missing_note`); the score already chosen
+stays. The script clicks the page's own widgets, so a rating made from the keyboard is the same rating a
+click makes. It carries nothing about the task: no text, reward, policy name, model id or task id (widgets
+are keyed by an opaque view token).
 
 The task on the screen is pinned in session state by its view token (`shown_task`) and Submit / Skip act on
 that token in their callbacks (`submit`, `skip`), so a click always names the task it was made on; what the
@@ -54,11 +56,12 @@ body[data-rg-side="right"] [class*="st-key-rate_side_right"] {
   const options = (s) => Array.from(doc.querySelectorAll(`[class*="st-key-rate_${s}_"] button`));
   const chosen = (b) =>
     (b.getAttribute("data-testid") || "").endsWith("Active") || b.getAttribute("aria-checked") === "true";
+  const scored = (s) => options(s).some(chosen);
   const submit = (tries) => {
     const b = q('[class*="st-key-rate_submit_"] button');
     if (b && !b.disabled) b.click();
-    // the last score is still being applied
-    else if (b && tries > 0) setTimeout(() => submit(tries - 1), 100);
+    // the page is being redrawn
+    else if (tries > 0) setTimeout(() => submit(tries - 1), 100);
   };
   side();
   doc.addEventListener("keydown", (e) => {
@@ -77,8 +80,11 @@ body[data-rg-side="right"] [class*="st-key-rate_side_right"] {
     } else if (e.key === "Enter") {
       // Enter on another focused control (Skip, a link) keeps its own meaning; on a score it submits.
       if (e.target !== doc.body && !e.target.closest('[class*="st-key-rate_side_"]')) return;
+      // A candidate without a score keeps (or gets) the highlight, so the next digit scores it and never
+      // overwrites the other one; Submit then says which candidate is missing.
+      const missing = ["left", "right"].filter((x) => !scored(x));
+      if (missing.length && !missing.includes(s)) setSide(missing[0]);
       submit(30);
-      doc.body.dataset.rgSide = "left";
     } else {
       return;
     }
@@ -131,7 +137,7 @@ def task_panel(task: dict) -> dict[str, int | None]:
     scores = {}
     for col, side in zip(st.columns(2), SIDES):
         with col, st.container(key=f"rate_side_{side}"):
-            st.markdown(f"**Candidate {'A' if side == 'left' else 'B'}**")
+            st.markdown(f"**{label(side)}**")
             st.code(task[f"text_{side}"], language=None, wrap_lines=True)
             scores[side] = st.segmented_control(SCALE, list(range(7)), key=f"rate_{side}_{task['view']}")
     return scores
@@ -171,13 +177,20 @@ def shown_task(store, annotator: str, since) -> dict | None:
     return task
 
 
+def label(side: str) -> str:
+    """The name a side has on the screen."""
+    return f"Candidate {'A' if side == 'left' else 'B'}"
+
+
 def submit(store, view: str, annotator: str) -> None:
     """Submit's callback: rate the task of `view` (the one the page showed) with the scores chosen on it,
-    and keep the store's outcome for the page. Runs before the page is drawn again, whatever task it shows."""
+    and keep the store's outcome for the page. Runs before the page is drawn again, whatever task it shows.
+    With a candidate unscored nothing is stored and `missing_note` names it; the score chosen stays."""
     left, right = (st.session_state.get(f"rate_{side}_{view}") for side in SIDES)
     if left is None or right is None:
-        _set_outcome("warning", "Not stored: choose a score for both candidates, then submit.")
+        st.session_state.rate_missing = view
         return
+    st.session_state.pop("rate_missing", None)
     try:
         out = store.submit_view(view, annotator, left, right)
     except (duckdb.Error, ValueError, KeyError) as e:
@@ -185,6 +198,24 @@ def submit(store, view: str, annotator: str) -> None:
         return  # the task stays on the screen with its scores
     st.session_state.rate_view = None
     _set_outcome("success" if out.stored else "warning", out.reason)
+
+
+def missing_note(view: str) -> None:
+    """After a Submit of this task with a candidate unscored: "Not stored", naming the candidate(s) still to
+    score, until they are scored (the keyboard highlight is then on the first of them)."""
+    if st.session_state.get("rate_missing") != view:
+        return
+    missing = [label(side) for side in SIDES if st.session_state.get(f"rate_{side}_{view}") is None]
+    if not missing:
+        return
+    with st.container(key="rate_missing"):
+        if len(missing) == 2:
+            st.warning("Not stored: score **Candidate A** and **Candidate B** (0..6), then submit.")
+        else:
+            st.warning(
+                f"Not stored: **{missing[0]}** has no score yet. Score it too (0..6; from the keyboard, the "
+                "highlight is on it), then submit."
+            )
 
 
 def skip(store, view: str, annotator: str) -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from apptest_helpers import ANNOTATOR, AUDITOR, OPERATOR, ROOT, app, texts
+from apptest_helpers import ANNOTATOR, AUDITOR, OPERATOR, ROOT, _service, app, texts
+from conftest import write_tiny_campaign
 from streamlit.testing.v1 import AppTest
+
+from engine.config import load_config
 
 
 def test_annotator_navigation_has_only_rate(empty_db):
@@ -81,3 +84,36 @@ def test_governance_pages_render_on_a_real_campaign(campaign):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, (page, at.exception)
         assert "needs store methods" not in texts(at, "info"), page
+
+
+@pytest.fixture
+def two_campaigns(empty_db, tmp_path):
+    """Two campaigns created (never run) on the empty store; returns (db, [older id, newer id])."""
+    svc = _service(empty_db)
+    ids = [
+        svc.create(load_config(write_tiny_campaign(tmp_path / name, grows=1, name=name)), "olga")
+        for name in ("alpha", "beta")
+    ]
+    return empty_db, ids
+
+
+def test_campaign_picker_keeps_a_choice_and_carries_it_to_other_pages(two_campaigns):
+    """A campaign chosen in a picker stays chosen on later reruns and is the one the next page opens on; the
+    picker's label gives the chosen campaign's state as of this run."""
+    db, (alpha, beta) = two_campaigns
+    at = app(db, OPERATOR)  # Campaigns: the newest campaign first
+    assert at.selectbox(key="campaigns_pick").value == beta
+    at = at.selectbox(key="campaigns_pick").set_value(alpha).run()
+    at = at.run()  # any later rerun (another widget, a fragment's full rerun) keeps the choice
+    pick = at.selectbox(key="campaigns_pick")
+    assert pick.value == alpha and pick.label == "Campaign · CREATED"
+    at = at.button(key="ctl_stop").click().run()  # Stop: the label follows in the same run
+    assert at.selectbox(key="campaigns_pick").label == "Campaign · STOPPED"
+    for page, key in (("distributions", "dist_pick"), ("drift", "drift_pick"), ("stopping", "stop_pick")):
+        at = at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception and at.selectbox(key=key).value == alpha, page
+    at = at.selectbox(key="stop_pick").set_value(beta).run()
+    assert f"Campaign `{beta}` · state `CREATED`" in texts(at, "markdown")
+    at = at.switch_page("app_pages/governance.py").run()
+    assert at.selectbox(key="gov_pick").value == beta
+    assert at.selectbox(key="gov_pick").options == [f"beta · {beta}", f"alpha · {alpha}"]

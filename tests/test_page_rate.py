@@ -121,3 +121,31 @@ def test_rate_submit_rates_the_task_shown_and_says_when_it_was_refused(synthetic
     assert not at.exception and "Rating stored." in texts(at, "success")
     mine = [r for r in store.ratings(cid) if r["annotator"] == "rita"]
     assert len(mine) == 2 and store.rating_view(view)["task_id"] in {r["task_id"] for r in mine}
+
+
+def test_submit_with_one_candidate_scored_names_the_other_and_keeps_the_score(empty_db):
+    """Submit (Enter from the keyboard) with only Candidate A scored stores nothing, says that Candidate B is
+    still to score, and keeps A's score; once B is scored the message goes and Submit stores both."""
+    from engine.store import now
+
+    store = _service(empty_db).store
+    store.cursor().execute(
+        "INSERT INTO rating_tasks (campaign_id, batch, source_id, source, policy_a, text_a, policy_b, "
+        "text_b, required_ratings, created_at) VALUES ('solo', 'b1', 's0', 'What is 2 + 3?', 'pa', "
+        "'It is 5.', 'pb', 'Maybe 6.', 1, ?)",
+        [now()],
+    )
+    at = app(empty_db, {"name": "ann", "role": "annotator"})
+    view = view_token(at)
+    at = at.button_group(key=f"rate_left_{view}").set_value(5).run()
+    at = at.button(key=f"rate_submit_{view}").click().run()
+    assert not at.exception
+    warning = texts(at, "warning")
+    assert "Not stored: **Candidate B** has no score yet" in warning and "Candidate A" not in warning
+    assert at.button_group(key=f"rate_left_{view}").value == 5 and store.ratings("solo") == []
+    at = at.button_group(key=f"rate_right_{view}").set_value(2).run()
+    assert "Not stored" not in texts(at, "warning")  # the note goes once B has its score
+    at = at.button(key=f"rate_submit_{view}").click().run()
+    assert "Rating stored." in texts(at, "success")
+    (r,) = store.ratings("solo")
+    assert (r["score_a"], r["score_b"]) == ((5, 2) if r["shown_order"] == "ab" else (2, 5))

@@ -43,21 +43,22 @@ if task is None:
     st.stop()
 view = task["view"]
 st.caption(f"{task['n_ratings']} of {task['required_ratings']} ratings so far")
-scores = rate_panel.task_panel(task)
+rate_panel.task_panel(task)
+rate_panel.missing_note(view)
 c1, c2, _ = st.columns([1, 1, 4])
 # No tooltips on these buttons: a tooltip opens above its button, over the score buttons; the caption says it.
 c1.button(
     "Submit",
     key=f"rate_submit_{view}",
     type="primary",
-    disabled=None in scores.values(),
     on_click=rate_panel.submit,
     args=(store, view, user["name"]),
 )
 c2.button("Skip", key=f"rate_skip_{view}", on_click=rate_panel.skip, args=(store, view, user["name"]))
 st.caption(
     "Keyboard: **0**–**6** score the highlighted candidate (the highlight then moves to the other one), "
-    "**←** / **→** / **Tab** move the highlight, **Enter** submits. **Skip** passes on this task: it is "
+    "**←** / **→** / **Tab** move the highlight, **Enter** submits (or, with a candidate still unscored, "
+    "moves the highlight to it and says so). **Skip** passes on this task: it is "
     "not shown to you again in this session."
 )
 rate_panel.keyboard()
