@@ -1,8 +1,8 @@
 """`restgov dashboard` and `restgov users`: the dashboard's commands, a `restgov.commands` entry point.
 
-`restgov dashboard` runs `streamlit run dashboard/app.py` in this process (exec), so the dashboard's server
-becomes the controller that owns the DuckDB file. Accounts are managed while it is stopped (or on its Users
-page).
+`restgov dashboard` runs `streamlit run dashboard/serve.py` (dashboard/app.py plus the route that sets the
+HttpOnly session cookie) in this process (exec), so the dashboard's server becomes the controller that owns
+the DuckDB file. Accounts are managed while it is stopped (or on its Users page).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_db_argument, open_store
+from engine.cli.common import add_db_argument, open_store, run_command
 
-APP = Path(__file__).resolve().parent / "app.py"
+APP = Path(__file__).resolve().parent / "serve.py"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="restgov")
     register(p.add_subparsers(dest="cmd", required=True, metavar="COMMAND"))
     a = p.parse_args(argv)
-    return a.fn(a) or 0
+    return run_command(a.fn, a)
 
 
 if __name__ == "__main__":

@@ -61,11 +61,20 @@ def app(db: Path, user: dict | None = None, cid: str | None = None) -> AppTest:
 
     os.environ["RESTGOV_DB"] = str(db)
     at = AppTest.from_file(APP, default_timeout=60)
-    if user is not None:
-        at.session_state["user"] = user
+    if user is not None:  # a real session of a real account with that role, as a sign-in would open
+        at.session_state["session_token"] = _session_token(db, user)
     if cid is not None:
         at.session_state["cid"] = cid
     return at.run()
+
+
+def _session_token(db: Path, user: dict) -> str:
+    """A new session token for `user` ({name, role}) on `db`, creating or re-roling the account if needed."""
+    store = _service(db).store
+    acct = store.account(user["name"])
+    if acct is None or acct["disabled"] or acct["role"] != user["role"]:
+        store.add_user(user["name"], user["role"], f"{user['name']}-password", replace=True)
+    return store.create_session(user["name"])
 
 
 def frame(at: AppTest, column: str):

@@ -1,4 +1,5 @@
-"""Sign-in page: the only page before sign-in, wrong and right passwords, local mode on loopback only."""
+"""Sign-in page: the only page before sign-in, wrong and right passwords, sign-in throttling (per account
+and per client, kept in the store), sign-out ending the session the tab holds, local mode on loopback only."""
 
 from __future__ import annotations
 
@@ -28,7 +29,68 @@ def test_wrong_password_is_refused_and_right_one_signs_in(empty_db):
     assert at.session_state["user"] == {"name": "olga", "role": "operator"}
     assert [t.value for t in at.title] == ["Campaigns"]
     events = _service(empty_db).store.recent_events(None, 10, kinds=["login"])
-    assert [e["message"] for e in events[:2]] == ["olga signed in as operator", "failed sign-in for 'olga'"]
+    assert [e["message"] for e in events[:2]] == [
+        "olga signed in as operator from local",
+        "failed sign-in for 'olga' from local",
+    ]
+    token = at.session_state["session_token"]  # the session this tab holds, kept after the sign-in
+    assert _service(empty_db).store.session_user(token) == {"name": "olga", "role": "operator"}
+    at = button(at, "Sign out").click().run()
+    assert [t.value for t in at.title] == ["restgov"] and at.session_state["user"] is None
+    assert _service(empty_db).store.session_user(token) is None  # ended in the store, not only in the tab
+    assert "olga signed out" in [e["message"] for e in _service(empty_db).store.recent_events(None, 3)]
+
+
+def _age_failures(store, minutes: float) -> None:
+    """Move every recorded failed sign-in `minutes` into the past (the lock is judged against the clock)."""
+    store.cursor().execute("UPDATE login_failures SET ts = ts - to_microseconds(?)", [int(minutes * 60e6)])
+
+
+def test_failed_sign_ins_lock_the_account_and_the_client(empty_db):
+    """Five failures within ten minutes lock the name (from any address) and the address (for any name) for
+    five minutes; the right password is not even checked meanwhile; the lock lifts with time."""
+    from engine.store import now
+    from engine.store.users import LOCK_MINUTES, MAX_FAILURES
+
+    store = _service(empty_db).store
+    for i in range(MAX_FAILURES - 1):
+        res = store.sign_in("ann", f"wrong-{i}-password", "10.0.0.1")
+        assert res.user is None and res.locked_until is None, i
+    res = store.sign_in("ann", "wrong-again-password", "10.0.0.1")
+    assert res.user is None and res.locked == "account"
+    assert abs((res.locked_until - now()).total_seconds() - LOCK_MINUTES * 60) < 5
+    res = store.sign_in("ann", "annotator-pass", "10.0.0.2")  # right password, other address: still locked
+    assert res.user is None and res.token is None and res.locked == "account"
+    res = store.sign_in("olga", "operator-pass", "10.0.0.1")  # other account, same address: locked
+    assert res.user is None and res.locked == "client"
+    assert store.sign_in("olga", "operator-pass", "10.0.0.3").user == {"name": "olga", "role": "operator"}
+    _age_failures(store, LOCK_MINUTES + 0.5)  # the lock has run out, the failures are still in the window
+    res = store.sign_in("ann", "annotator-pass", "10.0.0.2")
+    assert res.user == {"name": "ann", "role": "annotator"} and store.session_user(res.token) == res.user
+    assert store.login_lock("ann", "10.0.0.9") == (None, None)  # a success clears the account's count
+    assert store.login_lock("nobody", "10.0.0.1") == (None, None)
+    store.record_login_failure("x", "10.0.0.1")  # one more failure from the address locks it again
+    assert store.login_lock("nobody", "10.0.0.1")[1] == "client"
+    _age_failures(store, 11)  # out of the ten-minute window: forgotten
+    assert store.login_lock("x", "10.0.0.1") == (None, None)
+
+
+def test_sign_in_page_says_when_to_retry(empty_db):
+    from engine.store.users import MAX_FAILURES
+
+    at = app(empty_db)
+    for i in range(MAX_FAILURES):
+        at.text_input(key="login_name").input("olga")
+        at.text_input(key="login_password").input(f"wrong-{i}-password")
+        at = button(at, "Sign in").click().run()
+    msg = texts(at)
+    assert "Too many failed sign-ins for this account (5 within 10 minutes). Try again in 4 min" in msg, msg
+    at.text_input(key="login_name").input("olga")
+    at.text_input(key="login_password").input("operator-pass")
+    at = button(at, "Sign in").click().run()
+    assert at.session_state["user"] is None and "Try again in" in texts(at)
+    events = [e["message"] for e in _service(empty_db).store.recent_events(None, 2, kinds=["login"])]
+    assert events[0].startswith("sign-in for 'olga' from local refused: this account is locked until"), events
 
 
 def test_local_mode_skips_sign_in_only_on_loopback(empty_db, monkeypatch):

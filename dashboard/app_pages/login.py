@@ -8,6 +8,9 @@ from dashboard.service import service
 st.title("restgov")
 st.caption("Reinforced Self-Training campaigns: run, rate, audit.")
 
+if notice := st.session_state.get(auth.NOTICE):  # a session of this tab ended (account changed, signed out)
+    st.error(notice, icon=":material/block:")
+
 users = service().store.users()
 if not users:
     st.info(
@@ -22,6 +25,7 @@ with st.form("login_form"):
     submitted = st.form_submit_button("Sign in", type="primary")
 
 if submitted:
-    if auth.sign_in(name, password):
+    problem = auth.sign_in(name, password)
+    if problem is None:
         st.rerun()
-    st.error("Wrong user name or password.")
+    st.error(problem)

@@ -1,13 +1,16 @@
 """Users (operator): accounts and roles. Passwords are stored only as salted scrypt hashes.
 
 While the dashboard runs it owns the database, so accounts are managed here (or with `restgov users add`
-while it is stopped).
+while it is stopped). Any change to an account (role, password, removal) ends its open sessions at once:
+its browser tabs are refused at their next click.
 """
 
 import streamlit as st
 
 from dashboard.auth import ROLES, require_page
 from dashboard.service import service
+
+NO_ROLE = "no role (disable)"
 
 user = require_page("users")
 store = service().store
@@ -27,13 +30,31 @@ with st.form("user_add", clear_on_submit=True):
             st.error(str(e))
 
 rows = store.users()
-st.dataframe(rows, hide_index=True, key="user_table")
-others = [r["name"] for r in rows if r["name"] != user["name"]]
-c1, c2 = st.columns([2, 1])
+st.dataframe(
+    [r | {"live sessions": store.sessions(r["name"])} for r in rows],
+    hide_index=True,
+    key="user_table",
+)
+st.caption("live sessions: signed-in browsers whose session has not ended or expired (12 hours).")
+others = [r["name"] for r in rows if r["name"] != user["name"]]  # never your own account: keep one operator
+
+c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+who_role = c1.selectbox("Change the role of", others, index=None, key="user_role_pick")
+new_role = c2.selectbox("New role", [*ROLES, NO_ROLE], key="user_role_new")
+if c3.button("Change role", key="user_role_apply", disabled=who_role is None):
+    store.set_role(who_role, None if new_role == NO_ROLE else new_role, actor=user["name"])
+    st.session_state["user_done"] = f"{who_role} now has {new_role}; their open sessions were ended."
+    st.rerun()
+
+c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
 who = c1.selectbox("Remove a user", others, index=None, key="user_remove_pick")
 if c2.button("Remove", key="user_remove", disabled=who is None):
     store.remove_user(who, actor=user["name"])
+    st.session_state["user_done"] = f"Removed {who}; their open sessions were ended."
     st.rerun()
+if done := st.session_state.pop("user_done", None):
+    st.success(done)
+
 st.subheader("Account events")
 st.dataframe(
     [{k: e[k] for k in ("ts", "actor", "kind", "message")} for e in store.recent_events(None, 100)],
