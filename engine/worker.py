@@ -185,8 +185,10 @@ class Ctx:
             patience=imp.patience,
             on_step=on_step,
         )
+        # Named per attempt: a rerun's curve is a new shard, which replaces an earlier attempt's on ingest.
         write_parquet_atomic(
-            self.dir / "shards" / "curve.parquet", pa.Table.from_pylist(curve, schema=CURVE_SCHEMA)
+            self.dir / "shards" / f"curve-{time.time_ns()}.parquet",
+            pa.Table.from_pylist(curve, schema=CURVE_SCHEMA),
         )
         return res
 

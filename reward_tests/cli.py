@@ -108,11 +108,15 @@ def _reward(cfg):
 
 
 def _store(db: str):
-    from engine.store import open_store
+    """The store to read --campaign from and record the run in: a missing file is created in an existing
+    folder (as `restgov users add` does), a missing folder is refused."""
+    from pathlib import Path
+
+    from engine.store import StoreError, open_store
 
     try:
-        return open_store(db)
-    except RuntimeError as e:
+        return open_store(db, create=Path(db).resolve().parent.is_dir())
+    except StoreError as e:
         raise _InputError(str(e)) from e
 
 
@@ -124,8 +128,8 @@ def _pairs(a: argparse.Namespace, store) -> list[tuple[str, str, str, str | None
     if a.data:
         try:
             exs = load_examples(a.data)
-        except DataError as e:
-            raise _InputError(f"in {a.data}:\n{e}") from e
+        except DataError as e:  # one problem names the file itself; several are listed below it
+            raise _InputError(str(e) if len(e.problems) == 1 else f"in {a.data}:\n{e}") from e
         # The references are the set of good outputs: every perturbation starts from one.
         return [(ex.id, ex.source, ex.reference, ex.reference) for ex in exs]
     if store.campaign(a.campaign) is None:
@@ -212,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """`restgov reward-test ARGS` in-process: main(["--reward", "chrf", "--data", "refs.jsonl"])."""
-    return run(build_parser().parse_args(argv))
+    from engine.cli.common import run_command
+
+    return run_command(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

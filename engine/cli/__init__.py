@@ -4,6 +4,10 @@ The parser is assembled from a list of command groups: the engine's own (`COMMAN
 installed packages declare under the `restgov.commands` entry-point group, each naming a
 `register(subparsers)` function (the dashboard's `dashboard` and `users`, the reward unit tests'
 `reward-test`). Every command takes `--db PATH` (default data/restgov.duckdb, env RESTGOV_DB).
+
+`main` runs the chosen handler through `common.run_command`: an expected failure (a path that cannot be
+read or written, a missing, busy or damaged store) is one `error: ...` line on stderr and exit status 2;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from . import campaigns, governance, refresh  # noqa: E402
-from .common import DEFAULT_DB, add_db_argument, open_store  # noqa: E402
+from .common import DEFAULT_DB, add_db_argument, open_store, run_command  # noqa: E402
 
 ENTRY_POINT_GROUP = "restgov.commands"
 COMMANDS: tuple[Callable[[Any], Any], ...] = (campaigns.register, governance.register, refresh.register)
@@ -64,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.fn(args) or 0
+    return run_command(args.fn, args)
 
 
 __all__ = [
@@ -75,4 +79,5 @@ __all__ = [
     "build_parser",
     "main",
     "open_store",
+    "run_command",
 ]

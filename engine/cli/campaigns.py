@@ -12,7 +12,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import DEFAULT_DB, add_actor_argument, add_command, open_store
+from .common import (
+    DEFAULT_DB,
+    add_actor_argument,
+    add_command,
+    check_input_file,
+    check_output_dir,
+    check_output_file,
+    open_store,
+)
 
 
 class _Bars:
@@ -151,6 +159,9 @@ def _print_table(store, cid: str) -> None:
 def cmd_demo(a: argparse.Namespace) -> int:
     from ..recipes import PREFLIGHT_REWARD_TESTS, prepare
 
+    # A bad --data-dir or --db is reported before the recipe's data are written.
+    check_output_dir(a.data_dir, "--data-dir", new=False)
+    open_store(a.db, create=True).close()
     cfg_path = prepare(a.recipe, Path(a.data_dir) / "recipes", small=a.small)
     print(f"recipe {a.recipe}: data and config in {cfg_path.parent}")
     a.config = str(cfg_path)
@@ -186,6 +197,7 @@ def cmd_run(a: argparse.Namespace, preflight: bool = False) -> int:
     from ..config import ConfigError, load_config
     from ..data import DataError
 
+    check_input_file(a.config, "CONFIG")
     try:
         cfg = load_config(a.config)
     except ConfigError as e:
@@ -234,10 +246,11 @@ def cmd_status(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
+    out = a.out or f"{a.id}-samples.{a.format}"
+    check_output_file(out, "--out", f"{a.id}-samples.{a.format}")
     store = open_store(a.db)
     if store.campaign(a.id) is None:
         sys.exit(f"error: no campaign {a.id!r} in {a.db}")
-    out = a.out or f"{a.id}-samples.{a.format}"
     n = store.export_samples(a.id, out, a.format)
     print(f"wrote {n} samples to {out}")
     from ..report import campaign_status

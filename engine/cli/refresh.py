@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from .common import DEFAULT_DB, add_actor_argument, add_db_argument, open_store
+from .common import DEFAULT_DB, add_actor_argument, add_db_argument, check_output_dir, open_store
 
 HELP = (
     "Refresh a campaign's learned reward (kind minilm) from its human ratings and switch the campaign to it; "
@@ -70,6 +70,8 @@ def cmd_reward_refresh(a: argparse.Namespace) -> int:
         for k, v in (("epochs", a.epochs), ("lr", a.lr), ("anchor_weight", a.anchor_weight))
         if v is not None
     }
+    if a.out:
+        check_output_dir(a.out, "--out")
     store = open_store(a.db)
     try:
         if store.campaign(a.id) is None:

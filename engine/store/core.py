@@ -78,7 +78,8 @@ SHARD_TABLES = {
 
 
 def shard_kind(name: str) -> str:
-    """The kind of a shard file from its name: samples-00003.parquet, curve.parquet, outputs.parquet, ..."""
+    """The kind of a shard file from its name: samples-00003.parquet, curve-ATTEMPT.parquet, outputs.parquet,
+    ..."""
     stem = name.split("-")[0].split(".")[0]
     return "curves" if stem == "curve" else stem
 
@@ -99,6 +100,9 @@ class StoreDamaged(StoreError):
     """The file exists but is not a readable DuckDB database (truncated, overwritten, corrupted)."""
 
 
+_RESTORE = "Restore it from a backup (README: 'Backup and restore') or point --db at another file."
+
+
 def _open_error(path: Path, e: duckdb.Error) -> StoreError:
     """The StoreError a DuckDB error on opening `path` stands for."""
     msg = " ".join(str(e).split())
@@ -108,11 +112,47 @@ def _open_error(path: Path, e: duckdb.Error) -> StoreError:
             "Stop it, or point --db at another file."
         )
     if "Permission denied" in msg:
-        return StoreError(f"cannot open {path}: permission denied")
+        return StoreError(
+            f"cannot open {path}: permission denied: point --db at a file you may write, or change the "
+            "permissions of the file and its folder"
+        )
     return StoreDamaged(
-        f"cannot open {path}: the file is damaged (not a readable DuckDB database: {msg}). "
-        "Restore it from a backup (README: 'Backup and restore') or point --db at another file."
+        f"cannot open {path}: the file is damaged (not a readable DuckDB database: {msg}). {_RESTORE}"
     )
+
+
+def _check_folder(path: Path, create: bool) -> None:
+    """StoreMissing when the folder of a missing store file does not exist and may not be created, StoreError
+    when a part of that folder's path is a file."""
+    folder = path.parent
+    if folder.is_dir():
+        return
+    anc = folder
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if anc.exists() and not anc.is_dir():
+        raise StoreError(f"cannot open {path}: {anc} is a file, not a folder: point --db at another path")
+    if not create:
+        raise StoreMissing(
+            f"cannot open {path}: the folder {folder} does not exist "
+            "(only `restgov run`, `restgov demo` and `restgov dashboard` create one)"
+        )
+
+
+DUCKDB_HEADER_BYTES = 3 * 4096  # the file header and the two database headers before the first block
+
+
+def _truncation(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
+    """Why the file is shorter than the blocks its header lists, or None. A truncated copy can open and then
+    fail on the first table read from a missing block, after a command has started its work."""
+    ((block_size, total_blocks),) = con.execute(
+        "SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = current_database()"
+    ).fetchall()
+    need = DUCKDB_HEADER_BYTES + int(total_blocks) * int(block_size)
+    have = path.stat().st_size
+    if total_blocks and have < need:
+        return f"truncated: {have} bytes, where its header lists {total_blocks} blocks, {need} bytes in all"
+    return None
 
 
 def now() -> datetime:
@@ -132,31 +172,41 @@ class CoreStore:
         another process holds the file, StoreDamaged when it is not a readable DuckDB database."""
         self.path = Path(path)
         if not self.path.exists():
-            if not self.path.parent.is_dir() and not create:
-                raise StoreMissing(
-                    f"cannot open {self.path}: the folder {self.path.parent} does not exist "
-                    "(only `restgov run`, `restgov demo` and `restgov dashboard` create one)"
-                )
+            _check_folder(self.path, create)
             if not create:
                 raise StoreMissing(
                     f"cannot open {self.path}: no such file "
                     "(`restgov run`, `restgov demo` and `restgov dashboard` create one)"
                 )
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(
+                    f"cannot open {self.path}: cannot create the folder {self.path.parent} "
+                    f"({(e.strerror or str(e)).lower()}): point --db at a folder you can write to"
+                ) from e
         elif self.path.is_dir():
-            raise StoreError(f"cannot open {self.path}: it is a folder, not a DuckDB file")
+            raise StoreError(
+                f"cannot open {self.path}: it is a folder, not a DuckDB file: give a file name, "
+                f"e.g. {self.path / 'restgov.duckdb'}"
+            )
         try:
             self._con = duckdb.connect(str(self.path))
         except duckdb.Error as e:
             raise _open_error(self.path, e) from e
         self._local = threading.local()
         try:
-            for cls in reversed(type(self).__mro__):
-                if "SCHEMA" in vars(cls):
-                    self._con.execute(vars(cls)["SCHEMA"])
+            truncated = _truncation(self._con, self.path)
+            if not truncated:
+                for cls in reversed(type(self).__mro__):
+                    if "SCHEMA" in vars(cls):
+                        self._con.execute(vars(cls)["SCHEMA"])
         except duckdb.Error as e:  # a file that opens but whose catalog or blocks cannot be read
             self._con.close()
             raise _open_error(self.path, e) from e
+        if truncated:
+            self._con.close()
+            raise StoreDamaged(f"cannot open {self.path}: the file is damaged ({truncated}). {_RESTORE}")
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cur", None)
@@ -357,17 +407,41 @@ class CoreStore:
                 for r in cur.execute(f"DESCRIBE {table}").fetchall()
                 if r[0] not in ("campaign_id", "shard_id") and r[0] in in_file
             ]
-            collist = ", ".join(cols)
-            cur.execute(
-                f"INSERT INTO {table} (campaign_id, {collist}, shard_id) "
-                f"SELECT ?, {collist}, ? FROM read_parquet(?)",
-                [cid, shard_id, str(path)],
-            )
-            (n,) = cur.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()
+            if kind == "curves":
+                n = self._replace_curve(cur, cid, shard_id, path, cols)
+            else:
+                collist = ", ".join(cols)
+                cur.execute(
+                    f"INSERT INTO {table} (campaign_id, {collist}, shard_id) "
+                    f"SELECT ?, {collist}, ? FROM read_parquet(?)",
+                    [cid, shard_id, str(path)],
+                )
+                (n,) = cur.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()
             if kind == "samples" and hasattr(self, "record_source_stats"):
                 self.record_source_stats(cur, cid, shard_id)
             cur.execute("INSERT INTO shards VALUES (?, ?, ?, ?, ?)", [shard_id, cid, kind, n, now()])
         return n
+
+    @staticmethod
+    def _replace_curve(cur, cid: str, shard_id: str, path: str | Path, cols: list[str]) -> int:
+        """Write a training curve as the curve of its unit: rows an earlier attempt of the same unit left
+        (a run killed after its curve landed, then rerun) are deleted first, and a validation check at a
+        training step shares that step's row, so there is one row per (step_key, step). Returns rows written.
+        """
+        cur.execute(
+            "DELETE FROM curves WHERE campaign_id = ? "
+            "AND step_key IN (SELECT DISTINCT step_key FROM read_parquet(?))",
+            [cid, str(path)],
+        )
+        values = [c for c in ("loss", "lr", "val_reward") if c in cols]
+        agg = ", ".join(f"max({c})" for c in values)  # at most one non-NULL value per step and column
+        cur.execute(
+            f"INSERT INTO curves (campaign_id, step_key, step, {', '.join(values)}, shard_id) "
+            f"SELECT ?, step_key, step, {agg}, ? FROM read_parquet(?) GROUP BY step_key, step",
+            [cid, shard_id, str(path)],
+        )
+        (n,) = cur.execute("SELECT count(*) FROM curves WHERE shard_id = ?", [shard_id]).fetchone()
+        return int(n)
 
     def shard_ids(self, cid: str) -> set[str]:
         return {
@@ -442,11 +516,17 @@ class CoreStore:
         )
 
     def curves(self, cid: str, step_key: str | None = None) -> list[dict]:
-        if step_key:
-            return self._rows(
-                "SELECT * FROM curves WHERE campaign_id = ? AND step_key = ? ORDER BY step", [cid, step_key]
-            )
-        return self._rows("SELECT * FROM curves WHERE campaign_id = ? ORDER BY step_key, step", [cid])
+        """One row per (step_key, step) of each unit's latest curve: a store written before curves were
+        replaced on ingest may still hold a killed attempt's rows beside the rerun's; they are left out."""
+        return self._rows(
+            "WITH latest AS (SELECT c.step_key, arg_max(c.shard_id, coalesce(s.ingested_at, "
+            "TIMESTAMP '1970-01-01')) AS shard_id FROM curves c LEFT JOIN shards s USING (shard_id) "
+            "WHERE c.campaign_id = $cid AND ($key IS NULL OR c.step_key = $key) GROUP BY c.step_key) "
+            "SELECT campaign_id, step_key, step, max(loss) AS loss, max(lr) AS lr, "
+            "max(val_reward) AS val_reward, shard_id FROM curves JOIN latest USING (step_key, shard_id) "
+            "WHERE campaign_id = $cid GROUP BY ALL ORDER BY step_key, step",
+            {"cid": cid, "key": step_key},
+        )
 
     # ---------------------------------------------------------------- export
     def export_samples(self, cid: str, out: str | Path, fmt: str) -> int:
