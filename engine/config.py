@@ -1,7 +1,8 @@
 """Campaign configuration: one TOML file loaded into typed dataclasses.
 
 Every field is checked on construction; a bad value raises ConfigError naming the field, the value
-and what is allowed, so `restgov run` fails before any compute starts.
+and what is allowed, so `restgov run` fails before any compute starts. `config_errors` runs the same checks
+but collects every error instead of stopping at the first (a form shows them all at once).
 
 Every field carries its documentation in `metadata["help"]`: what it is and why its default is what it is.
 The README's config reference (engine.config_doc) and the dashboard's config forms are generated from it.
@@ -9,6 +10,7 @@ The README's config reference (engine.config_doc) and the dashboard's config for
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import tomllib
 import types
@@ -45,9 +47,20 @@ def doc(
     return field(default=default, metadata=meta)
 
 
+# While config_errors runs, the list its errors go to; otherwise None and the first error is raised.
+_COLLECT: contextvars.ContextVar[list[ConfigError] | None] = contextvars.ContextVar("_COLLECT", default=None)
+
+
+def _fail(err: ConfigError) -> None:
+    bucket = _COLLECT.get()
+    if bucket is None:
+        raise err
+    bucket.append(err)
+
+
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(name, value, allowed)
+        _fail(ConfigError(name, value, allowed))
 
 
 def _increasing(name: str, xs: list[float]) -> None:
@@ -774,20 +787,34 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise ConfigError(prefix or "<root>", raw, "must be a table")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(name, raw[unknown[0]], f"unknown field; allowed: {sorted(known)}")
+    for key in sorted(set(raw) - known):
+        name = f"{prefix}.{key}" if prefix else key
+        _fail(ConfigError(name, raw[key], f"unknown field; allowed: {sorted(known)}"))
     kwargs = {}
     for key, value in raw.items():
+        if key not in known:
+            continue
         name = f"{prefix}.{key}" if prefix else key
-        kwargs[key] = _coerce(hints[key], value, name)
+        try:
+            kwargs[key] = _coerce(hints[key], value, name)
+        except ConfigError as e:  # collecting: noted, and the field keeps its default
+            _fail(e)
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except TypeError as e:  # pragma: no cover - defensive
-        raise ConfigError(prefix or "<root>", raw, str(e)) from e
+    except Exception as e:
+        if _COLLECT.get() is None:
+            if isinstance(e, TypeError):  # pragma: no cover - defensive
+                raise ConfigError(prefix or "<root>", raw, str(e)) from e
+            raise
+        # Collecting: a check that failed left a value the rest of __post_init__ cannot use (the error is
+        # noted already); the defaults stand in so the tables around it are still checked.
+        token = _COLLECT.set([])
+        try:
+            return cls()
+        finally:
+            _COLLECT.reset(token)
 
 
 def _coerce(tp: Any, value: Any, name: str) -> Any:
@@ -833,6 +860,21 @@ def config_from_dict(raw: dict, base_dir: str | Path | None = None) -> CampaignC
     if base_dir is not None:
         _resolve_paths(cfg, Path(base_dir))
     return cfg
+
+
+def config_errors(raw: dict, base_dir: str | Path | None = None) -> list[ConfigError]:
+    """Every error config_from_dict(raw) would raise one at a time, in field order (one per field); [] when
+    the config is valid. A field whose value is refused keeps its default while the others are checked."""
+    bucket: list[ConfigError] = []
+    token = _COLLECT.set(bucket)
+    try:
+        config_from_dict(raw, base_dir)
+    except ConfigError as e:  # the document itself is not a table
+        bucket.append(e)
+    finally:
+        _COLLECT.reset(token)
+    seen: set[str] = set()
+    return [e for e in bucket if not (e.field in seen or seen.add(e.field))]
 
 
 def _resolve_paths(cfg: CampaignConfig, base: Path) -> None:
