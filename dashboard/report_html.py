@@ -92,6 +92,25 @@ class _Figures:
         return f'<div class="figure">{out}</div>'
 
 
+def config_reward_version(cfg: dict) -> str | None:
+    """The version of the reward a campaign config names (its content hash), computed without importing
+    user code; None when it cannot be known here (a callable only a worker can load, a missing directory)."""
+    from engine.config import config_from_dict
+    from engine.rewards import reward_version
+
+    try:
+        return reward_version(config_from_dict(cfg).reward, import_code=False)
+    except Exception:  # a moved model directory: the versions its samples were scored with still count
+        return None
+
+
+def campaign_versions(store, cid: str) -> list[str]:
+    """Campaign `cid`'s own reward versions: those its samples were scored with, its config's reward and
+    the refreshes of it (Store.campaign_reward_versions)."""
+    own = config_reward_version(store.campaign(cid)["config"])
+    return store.campaign_reward_versions(cid, [own] if own else [])
+
+
 def drift_thresholds(cfg: dict):
     """The campaign's own drift limits: its gate's hacking checks ([gates] drift_*) and the reward-shift
     alarm of `gates.drift_reward_wasserstein`, as the drift gate and `restgov drift` apply them."""
@@ -354,9 +373,14 @@ def build_audit_report(store, cid: str) -> str:
     ]
 
     parts.append("<h2>Reward-model versions and unit tests</h2>")
+    versions = campaign_versions(store, cid)
+    parts.append(
+        '<p class="muted">This campaign\'s own reward versions: those its samples were scored with, its '
+        "config's reward and the refreshes of it; other campaigns' rewards and runs are left out.</p>"
+    )
     parts.append(
         table(
-            store.reward_versions(cid),
+            store.reward_versions(cid, versions),
             [
                 "version",
                 "name",
@@ -373,7 +397,7 @@ def build_audit_report(store, cid: str) -> str:
             empty="No reward version recorded.",
         )
     )
-    history = store.reward_test_history()
+    history = store.reward_test_history(versions)
     parts.append(
         table(
             history,
@@ -394,7 +418,12 @@ def build_audit_report(store, cid: str) -> str:
         )
     )
     if history:
-        parts.append(fig(charts.reward_test_matrix(store.reward_test_matrix()), "Pass rate per test and run"))
+        parts.append(
+            fig(
+                charts.reward_test_matrix(store.reward_test_matrix(versions=versions)),
+                "Pass rate per test and run",
+            )
+        )
 
     parts.append("<h2>Rating statistics</h2>")
     parts += _ratings(store, cid, fig)
@@ -493,9 +522,8 @@ def _ratings(store, cid: str, fig) -> list[str]:
             x="reward",
             y="human",
             color=[f"Grow {r['grow']}" for r in rows],
-            labels={"human": "mean human score (0..6)"},
+            labels={"human": "mean human score (0..6)", "color": "Grow step"},
             height=360,
         )
-        scatter.update_layout(legend_title_text="Grow step")
         out.append(fig(scatter, "Reward vs mean human score"))
     return out

@@ -39,6 +39,16 @@ def test_names(reward: RewardConfig) -> list[str]:
     return [t.name for t in for_reward(reward)]
 
 
+def unknown_tests(reward: RewardConfig, names) -> str | None:
+    """Why a list of test names (a skip list) is refused: the names the reward's suite does not have and
+    the ones it does; None when every name is known."""
+    valid = test_names(reward)
+    unknown = [n for n in names if n not in valid]
+    if not unknown:
+        return None
+    return f"unknown test(s) {', '.join(unknown)}; the suite of this reward has: {', '.join(valid)}"
+
+
 def reference_pairs(
     store, cid: str, kind: str, n: int, seed: int = 0, min_reward: float | None = None
 ) -> list[Pair]:
@@ -84,6 +94,9 @@ class RewardTestJobs:
         running)."""
         if kind not in REFERENCE_SETS:
             raise ValueError(f"reference set {kind!r}: one of {list(REFERENCE_SETS)}")
+        for what, names in (("tests to leave out", skip), ("tests to run", only)):
+            if why := unknown_tests(campaign_config(self.store, cid)[0].reward, names):
+                raise ValueError(f"{what}: {why}")
         with self._lock:
             if any(j["cid"] == cid and j["status"] not in ("done", "failed") for j in self._jobs.values()):
                 raise ValueError(f"a reward test run of campaign {cid} is already running")

@@ -33,6 +33,14 @@ def reward_version(cid: str, config_json: str) -> str | None:
     return version(campaign_config(service().store, cid)[0].reward, import_code=False)
 
 
+def _dismiss(cid: str) -> None:
+    """on_change of the run options: an error (of the last start, or of the last run) belongs to the options
+    it was made with, so changing one clears it."""
+    st.session_state.pop("rt_error", None)
+    latest = jobs().jobs(cid)
+    st.session_state.rt_dismissed = latest[0]["job"] if latest else None
+
+
 def run_form(store, cid: str, user: dict) -> None:
     """Operators: run the suite on the campaign's reward and a reference set, in the background."""
     cfg, _ = campaign_config(store, cid)
@@ -41,24 +49,33 @@ def run_form(store, cid: str, user: dict) -> None:
         f"Reward of this campaign: **{r.kind}**"
         + (f" · `{r.path or r.function}`" if r.path or r.function else "")
     )
-    with st.form("rt_form"):
-        kind = st.radio("Reference set", list(REFERENCE_SETS), format_func=REFERENCE_SETS.get, key="rt_kind")
-        c1, c2, c3 = st.columns(3)
-        n = c1.number_input("Pairs (at most)", 1, 100_000, cfg.eval.max_sources or 200, key="rt_n")
-        seed = c2.number_input("Seed", 0, 2**31 - 1, cfg.seed, key="rt_seed")
-        floor = c3.number_input(
-            "Samples only: reward at least",
-            value=None,
-            format="%.3f",
-            key="rt_min_reward",
-            help="Keep only samples the reward scored at least this (the good outputs).",
-        )
-        names = test_names(r)
-        skip = st.multiselect(
-            "Tests to leave out", names, [t for t in cfg.gates.reward_tests_skip if t in names], key="rt_skip"
-        )
-        go = st.form_submit_button("Run the suite", type="primary", icon=":material/play_arrow:")
-    if go:
+    changed = {"on_change": _dismiss, "args": (cid,)}
+    kind = st.radio(
+        "Reference set", list(REFERENCE_SETS), format_func=REFERENCE_SETS.get, key="rt_kind", **changed
+    )
+    c1, c2, c3 = st.columns(3)
+    n = c1.number_input("Pairs (at most)", 1, 100_000, cfg.eval.max_sources or 200, key="rt_n", **changed)
+    seed = c2.number_input("Seed", 0, 2**31 - 1, cfg.seed, key="rt_seed", **changed)
+    floor = c3.number_input(
+        "Samples only: reward at least",
+        value=None,
+        format="%.3f",
+        key="rt_min_reward",
+        help="Keep only samples the reward scored at least this (the good outputs).",
+        disabled=kind != "samples",
+        **changed,
+    )
+    names = test_names(r)
+    skip = st.multiselect(
+        "Tests to leave out",
+        names,
+        [t for t in cfg.gates.reward_tests_skip if t in names],
+        key="rt_skip",
+        **changed,
+    )
+    if st.button("Run the suite", type="primary", icon=":material/play_arrow:", key="rt_go"):
+        st.session_state.pop("rt_error", None)
+        st.session_state.rt_dismissed = None
         try:
             jobs().start(
                 cid,
@@ -70,13 +87,16 @@ def run_form(store, cid: str, user: dict) -> None:
                 min_reward=floor if kind == "samples" else None,
             )
         except ValueError as e:
-            st.error(str(e))
-            return
-        st.rerun()  # the status fragment below starts polling
+            st.session_state.rt_error = str(e)
+        else:
+            st.rerun()  # the status fragment below starts polling
+    if err := st.session_state.get("rt_error"):
+        st.error(err, icon=":material/error:")
 
 
 def job_status(cid: str) -> None:
-    """The latest run started here for this campaign; polled every second while it runs."""
+    """The latest run started here for this campaign; polled every second while it runs. A finished run's
+    outcome stays until the run options change."""
     active = jobs().running(cid)
 
     @st.fragment(run_every="1s" if active else None)
@@ -88,6 +108,8 @@ def job_status(cid: str) -> None:
         if jobs().running(cid) != active:
             st.session_state.rt_new_run = j["run_id"]
             st.rerun()  # finished: redraw the history with the new run selected
+        if j["status"] in ("failed", "done") and st.session_state.get("rt_dismissed") == j["job"]:
+            return
         if j["status"] == "failed":
             st.error(f"Reward test run failed: {j['error']}", icon=":material/error:")
         elif j["status"] == "done":

@@ -43,20 +43,30 @@ if cid:
         st.caption("Read-only: operators run the suite.")
     reward_panel.job_status(cid)
 
-history = store.reward_test_history()
+if not cid:
+    st.info("No campaigns yet.")
+    st.stop()
+own = store.campaign_reward_versions(cid, [version] if version else [])
+history = store.reward_test_history(own)
 if not history:
     st.info(
-        "No reward test runs yet. An operator runs the suite above, "
+        "No reward test run of this campaign's reward versions yet. An operator runs the suite above, "
         "or with `restgov reward-test --reward ... --data ...`."
     )
     st.stop()
-st.subheader("History across reward-model versions")
+st.subheader("History across this campaign's reward-model versions")
+st.caption(
+    f"Runs of the {len(own)} reward version(s) of this campaign: those its samples were scored with, its "
+    "config's reward and the refreshes of it. Other campaigns' rewards are left out."
+)
 st.dataframe(reward_panel.history_rows(history), hide_index=True, key="rt_runs")
-st.plotly_chart(charts.reward_test_matrix(store.reward_test_matrix()), key="rt_matrix")
+st.plotly_chart(charts.reward_test_matrix(store.reward_test_matrix(versions=own)), key="rt_matrix")
 
 st.subheader("One run: pass/fail and the worst examples")
 if new := st.session_state.pop("rt_new_run", None):
     st.session_state.rt_pick = new
 labels = {h["run_id"]: f"{h['run_id']} · {h['reward_version'][:12]} · {h['verdict']}" for h in history}
+if st.session_state.get("rt_pick") not in labels:
+    st.session_state.pop("rt_pick", None)  # a run of another campaign chosen before: start from the newest
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="rt_pick")
 reward_panel.run_results(store, run_id)
