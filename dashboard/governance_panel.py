@@ -444,3 +444,90 @@ def final_section(store, cid: str, status: dict, metrics: list[str]) -> None:
                 delta_color="off" if key == "mean tokens" else "normal",
             )
     st.dataframe(rows, hide_index=True, key="gov_final")
+
+
+# ---------------------------------------------------------------- rating tasks (operators)
+FROM_VALIDATION, FROM_SAMPLES = "Validation outputs (greedy)", "Grow samples (training sources)"
+REFERENCE = "reference"
+
+
+def gate_pair(policies: dict[str, list[str]]) -> str | None:
+    """The policy the one-click tasks put beside BC: the latest checkpoint with validation outputs (what the
+    human gate rates); None while BC is the only one."""
+    val = policies["validation"]
+    later = [p for p in val if p != "base"]
+    return later[-1] if "base" in val and later else None
+
+
+def _created(out: dict, pair: str) -> None:
+    existing = f"; {out['n_existing']} existed already" if out.get("n_existing") else ""
+    if out["n_tasks"]:
+        st.success(
+            f"{out['n_tasks']} rating tasks created for {pair}{existing}. Annotators rate them on Rate."
+        )
+    else:
+        st.info(f"No new task for {pair}: every common source is tasked already{existing}.")
+
+
+def rating_tasks_form(store, cid: str) -> None:
+    """Operators: build blind side-by-side rating tasks. One click pairs BC with the latest checkpoint on
+    validation sources (store.create_gate_tasks, as the human gate does); a custom pair offers only the
+    policies that have outputs of the chosen kind, so every pair offered can be built."""
+    pol = store.rateable_policies(cid)
+    c1, c2 = st.columns(2)
+    n = c1.number_input("Tasks", 1, 1000, 20, key="gov_rate_n")
+    req = c2.number_input("Ratings per task", 1, 10, 3, key="gov_rate_req")
+    latest = gate_pair(pol)
+    label = f"BC (base) vs latest checkpoint {latest} on validation sources" if latest else None
+    if st.button(
+        f"Create tasks: {label}" if latest else "Create tasks: BC vs latest checkpoint on validation sources",
+        key="gov_rate_default",
+        type="primary",
+        icon=":material/add_task:",
+        disabled=latest is None,
+    ):
+        try:
+            _created(
+                store.create_gate_tasks(cid, latest, baseline="base", n=int(n), required_ratings=int(req)),
+                label,
+            )
+        except (ValueError, KeyError) as e:
+            st.error(str(e), icon=":material/error:")
+    if latest is None:
+        st.caption(
+            "Needs validation outputs of BC and of a later checkpoint: they are written after bootstrap and "
+            "after each Improve."
+        )
+    st.markdown("**Another pair**")
+    origin = st.radio(
+        "Candidates from", (FROM_VALIDATION, FROM_SAMPLES), horizontal=True, key="gov_rate_origin"
+    )
+    have = pol["validation" if origin == FROM_VALIDATION else "samples"]
+    options = [REFERENCE, *have]
+    if not have:
+        st.caption(
+            "No policy has "
+            + ("validation outputs" if origin == FROM_VALIDATION else "generated samples")
+            + " in this campaign yet."
+        )
+        return
+    base = "base" if "base" in have and len(have) > 1 else REFERENCE
+    c1, c2 = st.columns(2)
+    pa = c1.selectbox("Baseline policy", options, index=options.index(base), key=f"gov_rate_pa_{origin}")
+    others = [p for p in options if p != pa]
+    pb = c2.selectbox("Policy under review", others, index=len(others) - 1, key=f"gov_rate_pb_{origin}")
+    st.caption(
+        "Only policies with "
+        + ("validation outputs" if origin == FROM_VALIDATION else "generated Grow samples")
+        + f" are offered ({', '.join(have)}; `reference` is the human reference). Which policy is side A of "
+        "a task, and the order each annotator sees the two in, are drawn at random."
+    )
+    if st.button("Create tasks for this pair", key="gov_rate_custom"):
+        try:
+            if origin == FROM_VALIDATION:
+                out = store.create_gate_tasks(cid, pb, baseline=pa, n=int(n), required_ratings=int(req))
+            else:
+                out = store.create_rating_tasks(cid, pa, pb, int(n), int(req))
+            _created(out, f"{pa} vs {pb}")
+        except (ValueError, KeyError) as e:
+            st.error(str(e), icon=":material/error:")

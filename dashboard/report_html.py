@@ -501,6 +501,23 @@ def _governance(store, cid: str, row: dict, status: dict, fig) -> list[str]:
     return out
 
 
+DIFF_NUMBERS = ("mean baseline", "mean other", "diff", "ci_low", "ci_high")
+
+
+def human_diff_rows(pairs: list[dict]) -> list[dict]:
+    """engine.ratings.human_eval_table rows with the per-policy means as two number columns (the table
+    holds them as a {policy: mean} mapping)."""
+    out = []
+    for d in pairs:
+        means = d.get("mean") or {}
+        row = {k: v for k, v in d.items() if k != "mean"}
+        row["mean baseline"] = means.get(d["baseline"])
+        row["mean other"] = means.get(d["other"])
+        order = ["baseline", "other", "n_tasks", "n_ratings", "n_simulated", *DIFF_NUMBERS]
+        out.append({k: row[k] for k in order if k in row} | {k: v for k, v in row.items() if k not in order})
+    return out
+
+
 def _ratings(store, cid: str, fig) -> list[str]:
     from engine.ratings import rating_stats
 
@@ -508,8 +525,8 @@ def _ratings(store, cid: str, fig) -> list[str]:
     a = stats["agreement"]
     out = [
         table([stats["progress"] | {"krippendorff_alpha": a["alpha"], "reliability": a["label"]}]),
-        "<h3>Human eval diff (policy b minus baseline a, 0..6 scale)</h3>",
-        table(stats["pairs"], empty="No ratings yet."),
+        "<h3>Human eval diff (the other policy minus its baseline, 0..6 scale)</h3>",
+        table(human_diff_rows(stats["pairs"]), empty="No ratings yet."),
         "<h3>Reward vs human score per Grow step</h3>",
         table(stats["correlation"], empty="No rated samples yet."),
     ]

@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard import queries
 from dashboard.auth import require_page
+from dashboard.report_html import DIFF_NUMBERS, human_diff_rows
 from dashboard.service import service
 
 require_page("agreement")
@@ -20,15 +21,27 @@ if cid is None:
     st.stop()
 stats = rating_stats(store, cid)
 p, a = stats["progress"], stats["agreement"]
+if not p["ratings"]:
+    st.info(
+        "No ratings yet"
+        + (f" ({p['tasks']} rating tasks wait for annotators on the Rate page)" if p["tasks"] else "")
+        + ". To get some: create rating tasks on the Governance page (operators: **Rating tasks**, one click "
+        "builds BC vs the latest checkpoint on validation sources) or the Rate page, or with "
+        f"`restgov ratings create {cid}`; annotators then rate them on the Rate page.",
+        icon=":material/lightbulb:",
+    )
+    st.stop()
+# Reliability of the agreement: only "reliable" is good news; anything else is a warning, never green.
+LABEL_COLOR = {"reliable": "green", "tentative": "yellow", "unreliable": "orange", "undefined": "gray"}
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Tasks complete", f"{p['complete']} / {p['tasks']}")
 c2.metric("Ratings", p["ratings"])
 c3.metric("Annotators", p["annotators"])
-c4.metric(
-    "Krippendorff's alpha",
-    "-" if a["alpha"] != a["alpha"] else f"{a['alpha']:.3f}",
+c4.metric("Krippendorff's alpha", "-" if a["alpha"] != a["alpha"] else f"{a['alpha']:.3f}")
+c4.badge(
     a["label"],
-    delta_color="off",
+    color=LABEL_COLOR.get(a["label"], "orange"),
+    icon=":material/check_circle:" if a["label"] == "reliable" else ":material/warning:",
 )
 sim = stats["simulated"]
 if sim["ratings"]:
@@ -39,7 +52,13 @@ if sim["ratings"]:
         icon=":material/smart_toy:",
     )
 st.subheader("Human eval diff (policy under review minus its baseline, 0..6 scale)")
-st.dataframe(stats["pairs"], hide_index=True, key="agree_pairs")
+st.dataframe(
+    human_diff_rows(stats["pairs"]),
+    hide_index=True,
+    key="agree_pairs",
+    column_config={k: st.column_config.NumberColumn(format="%.3f") for k in DIFF_NUMBERS}
+    | {k: st.column_config.NumberColumn(format="percent") for k in ("win", "tie", "loss")},
+)
 st.subheader("Reward vs human score per Grow step")
 st.dataframe(stats["correlation"], hide_index=True, key="agree_corr")
 rows = store.rated_rewards(cid)
@@ -51,7 +70,7 @@ if rows:
         x="reward",
         y="human",
         color=[f"Grow {r['grow']}" for r in rows],
-        labels={"human": "mean human score (0..6)"},
+        labels={"human": "mean human score (0..6)", "color": "Grow step"},
         height=360,
     )
     st.plotly_chart(fig, key="agree_scatter")

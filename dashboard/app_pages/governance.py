@@ -1,6 +1,7 @@
 """Governance (operators and auditors): every gate check of a campaign in the order it ran, what paused it
 and what to do about it (override once, change the criteria, or wait for ratings), how the validation
 reward and the audit metrics moved apart per checkpoint and per Grow step, and the final policy beside BC.
+Operators also build rating tasks here (one click: BC vs the latest checkpoint on validation sources).
 """
 
 import streamlit as st
@@ -53,3 +54,8 @@ def body() -> None:
 
 
 body()
+
+if user["role"] == "operator":
+    st.subheader("Rating tasks")
+    with st.expander("Create blind side-by-side rating tasks", icon=":material/add_task:", expanded=False):
+        gov.rating_tasks_form(svc.store, cid)
