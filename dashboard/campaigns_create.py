@@ -14,7 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.config import FILTER_RULES, REWARD_KINDS, ConfigError, config_from_dict
+from engine.config import FILTER_RULES, REWARD_KINDS, ConfigError, config_errors, config_from_dict
 from engine.data import DataError
 
 RECIPES = {
@@ -23,16 +23,49 @@ RECIPES = {
     "reward-hack": "toy-mt with a learned reward that pays for length: reward up, chrF down",
 }
 BUDGETS = {
-    "tiny": "tiny: a smoke test of the loop, about a minute",
-    "small": "small: a few minutes on 2 CPU cores",
+    "tiny": "tiny: a smoke test of the loop (1 Grow, K = 2, 5 optimizer steps), not a result",
+    "small": "small: a smaller data set and budget",
     "full": "full: the recipe as written",
 }
+# Wall time per Grow step measured with `restgov demo` (bench/RESULTS.md: the whole run over its Grow steps,
+# bootstrap and final evaluation included) on a 2-vCPU AMD EPYC machine, CPU only:
+# (Grow steps, per Grow on a quiet machine, per Grow on a loaded one).
+MACHINE = "2-vCPU AMD EPYC machine (CPU only)"
+MEASURED = {
+    ("arith", "small"): (1, "2 min 45 s", "quiet", None),
+    ("arith", "full"): (2, "1 min 55 s", "quiet", "15 min 40 s per Grow at load average 5-8"),
+    ("toy-mt", "full"): (2, "2 min 10 s", "quiet", "12 min 15 s per Grow at load average 5-8"),
+    ("reward-hack", "small"): (2, "1 min 30 s", "load average 4", None),
+}
+LOADED = "a loaded machine took 6-8x as long (load average 5-8)"
 
 
-def _error(field: str, err: dict | None) -> None:
-    """The stored validation error, under the widget of the field it names (or of its parent)."""
-    if err and (err["field"] == field or re.sub(r"\[\d+\]$", "", err["field"]) == field):
-        st.error(err["message"], icon=":material/error:")
+def budget_label(recipe: str, budget: str) -> str:
+    """The budget's description with the measured wall time per Grow step of that recipe, and the machine."""
+    base = BUDGETS[budget]
+    if budget == "tiny":
+        return base
+    m = MEASURED.get((recipe, budget))
+    if m is None:
+        return f"{base}; not measured for {recipe}: see bench/RESULTS.md"
+    grows, per, load, loaded = m
+    return (
+        f"{base}: {grows} Grow{'s' if grows > 1 else ''}, measured {per} per Grow on a {MACHINE}, {load}; "
+        f"{loaded or LOADED}"
+    )
+
+
+def _errors_for(field: str, errors) -> list[dict]:
+    """The stored validation errors that name `field` (or an item of it)."""
+    if isinstance(errors, dict):
+        errors = [errors]
+    return [e for e in errors or [] if e["field"] == field or re.sub(r"\[\d+\]$", "", e["field"]) == field]
+
+
+def _error(field: str, errors) -> None:
+    """The stored validation errors, under the widget of the field they name (or of its parent)."""
+    for e in _errors_for(field, errors):
+        st.error(e["message"], icon=":material/error:")
 
 
 def _created(svc, cid: str, user: dict, start: bool) -> None:
@@ -46,7 +79,13 @@ def recipe_tab(svc, user: dict) -> None:
     name = st.selectbox(
         "Demo recipe", list(RECIPES), key="new_recipe", format_func=lambda k: f"{k}: {RECIPES[k]}"
     )
-    budget = st.radio("Budget", list(BUDGETS), key="new_budget", format_func=BUDGETS.get, horizontal=True)
+    budget = st.radio(
+        "Budget",
+        list(BUDGETS),
+        key="new_budget",
+        format_func=lambda b: budget_label(name, b),
+        horizontal=False,
+    )
     start = st.checkbox("Start it now", value=True, key="new_recipe_start")
     if st.button("Launch recipe", key="new_recipe_go", type="primary", icon=":material/play_arrow:"):
         svc.launch_recipe(name, budget, user["name"], start=start)
@@ -123,17 +162,27 @@ FORM = [
 ]
 
 
-def _raw_from_form() -> dict:
+def _raw_from_form() -> tuple[dict, list[dict]]:
+    """The form's fields as a config document, and the errors of fields that cannot even be parsed."""
     raw: dict = {"policy": {"scratch": {}}}
+    errors = []
     for path, _, kind, _ in FORM:
         v = st.session_state[f"form_{path}"]
+        if path == "name" and not str(v).strip():
+            errors.append(
+                {"field": "name", "message": "name is empty: give the campaign a name (shown in every list)"}
+            )
+            continue
         if kind == "text" and not str(v).strip() or v == "(mode default)":
             continue
         if path == "improve.thresholds":
             try:
                 v = [float(x) for x in str(v).replace(";", ",").split(",") if x.strip()]
             except ValueError:
-                raise ConfigError(path, v, "comma-separated numbers, e.g. 0.7, 0.8, 0.9") from None
+                errors.append(
+                    {"field": path, "message": f"{path} = {v!r}: comma-separated numbers, e.g. 0.7, 0.8, 0.9"}
+                )
+                continue
         if path == "policy.path":
             raw["policy"] = {}
         *tables, key = path.split(".")
@@ -141,22 +190,33 @@ def _raw_from_form() -> dict:
         for t in tables:
             node = node.setdefault(t, {})
         node[key] = v.strip() if isinstance(v, str) else v
-    return raw
+    return raw, errors
 
 
 def _submit_form(svc, user: dict) -> None:
-    """on_click: validate before the rerun, so the error is known when the fields are drawn."""
+    """on_click: validate before the rerun, so the errors are known when the fields are drawn. Every field's
+    error is collected (engine.config.config_errors), not only the first."""
     st.session_state.form_error = None
+    raw, errors = _raw_from_form()
+    base = Path(st.session_state.form_base)
+    errors += [
+        {"field": e.field, "message": f"{e.field} = {e.value!r}: {e.allowed}"}
+        for e in config_errors(raw, base_dir=base)
+        if e.field not in {x["field"] for x in errors}
+    ]
+    if errors:
+        st.session_state.form_error = errors
+        return
     try:
-        cfg = config_from_dict(_raw_from_form(), base_dir=Path(st.session_state.form_base))
+        cfg = config_from_dict(raw, base_dir=base)
         _created(svc, svc.create(cfg, user["name"]), user, st.session_state.form_start)
     except ConfigError as e:
-        st.session_state.form_error = {"field": e.field, "message": f"{e.field} = {e.value!r}: {e.allowed}"}
+        st.session_state.form_error = [{"field": e.field, "message": f"{e.field} = {e.value!r}: {e.allowed}"}]
     except DataError as e:
         field = next(
             (f"data.{s}" for s in ("train", "validation", "test") if str(e).find(s) >= 0), "data.train"
         )
-        st.session_state.form_error = {"field": field, "message": f"Data problem: {e}"}
+        st.session_state.form_error = [{"field": field, "message": f"Data problem: {e}"}]
 
 
 def form_tab(svc, user: dict) -> None:
@@ -176,5 +236,11 @@ def form_tab(svc, user: dict) -> None:
         st.text_input("Folder that relative data paths resolve against", value=os.getcwd(), key="form_base")
         st.checkbox("Start it now", value=False, key="form_start")
         st.form_submit_button("Create campaign", type="primary", on_click=_submit_form, args=(svc, user))
-    if err and not any(err["field"].startswith(p) for p, *_ in FORM):
-        st.error(err["message"], icon=":material/error:")
+    if err:
+        if len(err) > 1:
+            st.error(
+                f"{len(err)} fields need a change: each error is under its field.", icon=":material/error:"
+            )
+        for e in err:  # errors of fields the form does not show (a default it cannot change, say)
+            if not any(e["field"].startswith(p) for p, *_ in FORM):
+                st.error(e["message"], icon=":material/error:")

@@ -7,9 +7,12 @@ on compute. When the campaign stops running it triggers one full rerun so the bu
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import streamlit as st
 
 from dashboard import charts, queries
+from engine.store import now as store_now
 
 STEP_COLUMNS = [
     "grow",
@@ -101,13 +104,57 @@ def controls(svc, cid: str, user: dict) -> None:
         )
 
 
-def _progress(lv: dict | None) -> None:
+def _kind(step_key: str | None) -> str | None:
+    """The kind of a step key: bootstrap, grow (g1-grow), improve (g1-i2), final, ..."""
+    if not step_key:
+        return None
+    if step_key.endswith("-grow"):
+        return "grow"
+    if step_key.startswith("g") and "-i" in step_key:
+        return "improve"
+    return step_key.split("-", 1)[0]
+
+
+def step_eta(store, cid: str, lv: dict, now: datetime | None = None) -> tuple[float | None, str]:
+    """(seconds left in the running step, where the estimate comes from), or (None, why not yet).
+
+    The rate is measured on this campaign, never assumed: the seconds per unit of its finished steps of the
+    same kind (Grow: per source, sampling, scoring and ingest included; Improve: per optimizer step,
+    evaluations included); for the first Grow, the sources of its shards already ingested over the time
+    since it started. Until one of these exists there is no estimate."""
+    kind, done, total = _kind(lv.get("step_key")), lv.get("done") or 0, lv.get("total")
+    if not total:
+        return None, "estimating"
+    if kind not in ("grow", "improve"):  # one of a kind (bootstrap, final): its own phase's measured rate
+        if lv.get("eta_s") is not None and done >= 0.2 * total:
+            return lv["eta_s"], "from this phase so far"
+        return None, "estimating"
+    unit = "sources" if kind == "grow" else "train_steps"
+    steps = store.step_timings(cid)
+    same = [t for t in steps if t["kind"] == kind and t["status"] == "done" and t[unit] and t["seconds"]]
+    if same:
+        per = sum(t["seconds"] for t in same) / sum(t[unit] for t in same)
+        n = len(same)
+        return max(0.0, (total - done) * per), f"from {n} finished {kind} step{'s' if n > 1 else ''}"
+    cur = next((t for t in steps if t["step_key"] == lv["step_key"]), None)
+    if kind == "grow" and cur and cur["started_at"] and cur["sources"]:
+        per = ((now or store_now()) - cur["started_at"]).total_seconds() / cur["sources"]
+        return max(0.0, (total - cur["sources"]) * per), "from this Grow's shards ingested so far"
+    return None, "estimating"
+
+
+def _duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
+def _progress(store, cid: str, lv: dict | None) -> None:
     if lv and lv.get("step_key") and not lv.get("total"):
         st.caption(f"{lv['step_key']}: starting the worker ...")
     if not lv or not lv.get("total"):
         return
     done, total = lv["done"] or 0, lv["total"]
-    eta = f" · ETA {lv['eta_s']:.0f} s" if lv.get("eta_s") is not None else ""
+    left, why = step_eta(store, cid, lv)
+    eta = f" · ETA {_duration(left)} ({why})" if left is not None else " · ETA estimating"
     st.progress(min(done / total, 1.0), text=f"{lv['desc']}: {done}/{total}{eta}")
     c1, c2, c3 = st.columns(3)
     c1.metric("samples/s", f"{lv['samples_per_s']:.0f}" if lv.get("samples_per_s") else "-")
@@ -129,7 +176,7 @@ def panel(svc, cid: str) -> None:
         )
         if lv and lv.get("error"):
             st.error(lv["error"])
-        _progress(lv if running else None)
+        _progress(svc.store, cid, lv if running else None)
         points = (lv or {}).get("losses") if running else None
         points = points or [
             {"step_key": c["step_key"], "step": c["step"], "loss": c["loss"]}

@@ -388,17 +388,17 @@ class ViewsMixin:
         return out
 
     def step_timings(self, cid: str) -> list[dict]:
-        """Finished steps of campaign `cid` with their measured seconds and their work: `sources` sampled
-        (Grow: distinct sources of its samples) and optimizer `train_steps` (from its curve), oldest first."""
+        """Campaign `cid`'s steps (finished and running) with their measured seconds and their work so far:
+        `sources` of a Grow with samples ingested (from source_stats, one row per source: no scan of the
+        samples) and the optimizer `train_steps` of its curve; oldest first."""
         sql = """
-        WITH g AS (SELECT grow, count(DISTINCT source_id) AS sources FROM samples WHERE campaign_id = $cid
-                   GROUP BY grow),
+        WITH g AS (SELECT grow, count(*) AS sources FROM source_stats WHERE campaign_id = $cid GROUP BY grow),
         c AS (SELECT step_key, max(step) AS train_steps FROM curves WHERE campaign_id = $cid
               AND loss IS NOT NULL GROUP BY step_key)
-        SELECT s.step_key, s.kind, s.grow, s.improve, s.seconds, s.finished_at,
-               CASE WHEN s.kind = 'grow' THEN g.sources END AS sources, c.train_steps
+        SELECT s.step_key, s.kind, s.status, s.grow, s.improve, s.started_at, s.seconds, s.finished_at,
+               CASE WHEN s.kind = 'grow' THEN coalesce(g.sources, 0) END AS sources, c.train_steps
         FROM steps s LEFT JOIN g ON g.grow = s.grow LEFT JOIN c USING (step_key)
-        WHERE s.campaign_id = $cid AND s.status = 'done' AND s.seconds > 0
-        ORDER BY s.finished_at
+        WHERE s.campaign_id = $cid
+        ORDER BY s.started_at
         """
         return self._rows(sql, {"cid": cid})
