@@ -1,8 +1,8 @@
 """A form generated from a config dataclass (engine.config.StopConfig, GatesConfig): a new field appears here.
 
 Each widget's help and choices come from the field's metadata in engine.config, where every field is
-documented once. Values go back through engine.config's own validation; an error is shown under the field
-it names.
+documented once. Values go back through engine.config's own validation; every error is shown under the field
+it names (`section_errors` collects them all at once).
 """
 
 from __future__ import annotations
@@ -61,9 +61,10 @@ def form_values(cls: type, prefix: str) -> dict:
 
 
 def dataclass_form(
-    cls: type, current: dict, prefix: str, section: str, err: dict | None, disabled: bool
+    cls: type, current: dict, prefix: str, section: str, err: dict | list[dict] | None, disabled: bool
 ) -> dict:
-    """Draw one widget per field of `cls` inside the caller's st.form; return {field: value}."""
+    """Draw one widget per field of `cls` inside the caller's st.form; return {field: value}. `err`: the
+    validation errors ({field, message}, one or a list), each shown under the field it names."""
     hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):
@@ -116,6 +117,21 @@ def dataclass_form(
                     label, value="" if value is None else str(value), key=key, help=help_, disabled=disabled
                 ),
             )
-        if err and re.sub(r"\[\d+\]$", "", err["field"]) == f"{section}.{f.name}":
-            st.error(err["message"], icon=":material/error:")
+        for e in [err] if isinstance(err, dict) else err or []:
+            if re.sub(r"\[\d+\]$", "", e["field"]) == f"{section}.{f.name}":
+                st.error(e["message"], icon=":material/error:")
     return out
+
+
+def section_errors(config: dict, section: str, values: dict) -> list[dict]:
+    """Every validation error of table `section` once `values` replace it in `config` (the stored,
+    validated campaign config), as {field, message}; [] when the table is valid."""
+    from engine.config import config_errors
+
+    table = {k: v for k, v in values.items() if v is not None}  # a field left empty is "not set"
+    errors = config_errors(config | {section: table})
+    return [
+        {"field": e.field, "message": f"{e.field} = {e.value!r}: {e.allowed}"}
+        for e in errors
+        if e.field == section or e.field.startswith(f"{section}.")
+    ]

@@ -23,21 +23,11 @@ from pathlib import Path
 
 from .campaign import CRITERIA_SECTIONS, Controller, new_campaign, update_criteria
 from .config import CampaignConfig, config_from_dict
-from .recipes import PREFLIGHT_REWARD_TESTS
+from .recipes import BUDGETS as RECIPE_BUDGETS  # small, full, tiny (tiny writes its overrides into the TOML)
+from .recipes import PREFLIGHT_REWARD_TESTS, TINY_OVERRIDES  # noqa: F401  (TINY_OVERRIDES: re-exported)
 from .state import FINISHED, State
 from .store import Store
 
-RECIPE_BUDGETS = ("small", "full", "tiny")
-# "tiny": a smoke test of the whole loop (about a minute on 2 CPU cores), not a result: a one-layer policy,
-# one Grow step with 2 samples per source, a few optimizer steps, shards of 64 sources so the charts fill
-# while the Grow runs.
-TINY_OVERRIDES = {
-    "policy": {"scratch": {"n_layer": 1, "n_head": 2, "n_embd": 32}, "bootstrap": {"epochs": 1}},
-    "grow": {"samples_per_source": 2, "shard_sources": 64},
-    "improve": {"epochs": 1, "max_steps": 5, "eval_every": 5},
-    "eval": {"best_of_n": [1, 2], "max_sources": 10},
-    "stop": {"max_grow_steps": 1},
-}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,13 +35,6 @@ def open_store(path: str | Path) -> Store:
     from .store import open_store as _open
 
     return _open(path, create=True)
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
-    return out
 
 
 class ControllerService:
@@ -94,10 +77,10 @@ class ControllerService:
         root = self.recipe_root / budget
         code = (
             "import sys; from engine.recipes import prepare; "
-            "print(prepare(sys.argv[1], sys.argv[2], sys.argv[3] == '1'))"
+            "print(prepare(sys.argv[1], sys.argv[2], budget=sys.argv[3]))"
         )
         proc = subprocess.run(
-            [sys.executable, "-c", code, name, str(root), "0" if budget == "full" else "1"],
+            [sys.executable, "-c", code, name, str(root), budget],
             capture_output=True,
             text=True,
             cwd=str(ROOT),
@@ -109,9 +92,8 @@ class ControllerService:
                 f"recipe {name!r} could not be written: {proc.stderr.strip().splitlines()[-1:]}"
             )
         path = Path(proc.stdout.strip().splitlines()[-1])
+        # The file as written is the config that runs (a budget's overrides are in it).
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        if budget == "tiny":
-            raw = _merge(raw, TINY_OVERRIDES) | {"name": f"{raw.get('name', name)}-tiny"}
         return config_from_dict(raw, base_dir=path.parent), path
 
     def create(self, cfg: CampaignConfig, actor: str) -> str:

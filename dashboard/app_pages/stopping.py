@@ -11,10 +11,11 @@ import streamlit as st
 
 from dashboard import queries
 from dashboard.auth import require_page
-from dashboard.config_form import dataclass_form, form_values
+from dashboard.config_form import dataclass_form, form_values, section_errors
+from dashboard.reward_jobs import unknown_tests
 from dashboard.service import service
 from engine.campaign import CRITERIA_SECTIONS
-from engine.config import CampaignConfig, ConfigError
+from engine.config import CampaignConfig, ConfigError, config_from_dict
 
 user = require_page("stopping")
 svc = service()
@@ -36,8 +37,17 @@ if "stop_error" not in st.session_state:
 
 
 def save(section: str, prefix: str) -> None:
+    values = form_values(hints[section], prefix)
+    errors = section_errors(row["config"], section, values)
+    if section == "gates" and not any(e["field"] == "gates.reward_tests_skip" for e in errors):
+        skip = values.get("reward_tests_skip") or []
+        if why := unknown_tests(config_from_dict(row["config"]).reward, skip):
+            errors.append({"field": "gates.reward_tests_skip", "message": f"gates.reward_tests_skip: {why}"})
+    if errors:  # every field's error at once, each under its field
+        st.session_state.stop_error = errors
+        return
     try:
-        changed = svc.update_criteria(cid, section, form_values(hints[section], prefix), user["name"])
+        changed = svc.update_criteria(cid, section, values, user["name"])
         st.session_state.stop_error = None
         st.toast(
             f"[{section}] saved: "
