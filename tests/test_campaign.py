@@ -276,14 +276,18 @@ def test_resume_after_sigkill_mid_grow_then_mid_improve(tmp_path: Path):
     # ReST warm-starts: i1 from base, i2 from i1.
     ckpts = read_db(db, "SELECT policy, parent FROM checkpoints WHERE campaign_id = ? ORDER BY policy", [cid])
     assert ckpts == [("base", None), ("g1-i1", "base"), ("g1-i2", "g1-i1")]
-    # The killed attempt's curve never landed; the rerun's landed once.
+    # The killed attempt's curve never landed; the rerun's landed once: one row per (unit, step), validation
+    # checks included, all from one curve shard per unit.
     dup = read_db(
-        db,
-        "SELECT step_key, step FROM curves WHERE campaign_id = ? AND loss IS NOT NULL GROUP BY ALL "
-        "HAVING count(*) > 1",
-        [cid],
+        db, "SELECT step_key, step FROM curves WHERE campaign_id = ? GROUP BY ALL HAVING count(*) > 1", [cid]
     )
     assert dup == []
+    per_unit = read_db(
+        db,
+        "SELECT step_key, count(DISTINCT shard_id) FROM curves WHERE campaign_id = ? GROUP BY ALL ORDER BY 1",
+        [cid],
+    )
+    assert per_unit == [("bootstrap", 1), ("g1-i1", 1), ("g1-i2", 1)]
     st = status_json(db, cid)
     assert st["state"] == "DONE"
     assert [(s["policy"], s["rule"]) for s in st["steps"]] == [

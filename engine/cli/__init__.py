@@ -21,11 +21,11 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from . import campaigns, governance, refresh  # noqa: E402
+from . import campaigns, governance, refresh, score  # noqa: E402
 from .common import DEFAULT_DB, add_db_argument, open_store, run_command  # noqa: E402
 
 ENTRY_POINT_GROUP = "restgov.commands"
-COMMANDS: tuple[Callable[[Any], Any], ...] = (campaigns.register, governance.register, refresh.register)
+COMMANDS: tuple[Callable, ...] = (campaigns.register, governance.register, refresh.register, score.register)
 
 
 def _warn(name: str, e: BaseException) -> None:
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and govern ReST / ReST-EM campaigns: Grow samples, score them, Improve on the best, "
         "repeat.",
         epilog="Campaign data live in a DuckDB file (--db); run artefacts (checkpoints, shards) beside it in "
-        "runs/.",
+        "runs/. A path that cannot be read or written, or a missing, busy or damaged --db, is one error line "
+        "and exit status 2.",
     )
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     for register in COMMANDS:

@@ -285,7 +285,9 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> None:
     d.add_argument(
         "--small", action="store_true", help="a smaller budget (about a minute or two on 2 CPU cores)"
     )
-    d.add_argument("--data-dir", default="data", help="where recipe data are written (default data/)")
+    d.add_argument(
+        "--data-dir", default="data", help="where recipe data are written, under recipes/NAME (default data/)"
+    )
     r = add("run", "Start a campaign from a TOML config (see README: 'Campaign config').", cmd_run)
     r.add_argument("config", help="path to campaign.toml")
     rs = add(
@@ -315,4 +317,8 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> None:
     e.add_argument(
         "--format", choices=["parquet", "jsonl"], default="parquet", help="output format (default parquet)"
     )
-    e.add_argument("--out", help="output file (default ID-samples.FORMAT)")
+    e.add_argument(
+        "--out",
+        help="output file in an existing folder (default ID-samples.FORMAT here); the governance record is "
+        "written beside it as NAME.governance.json",
+    )

@@ -75,10 +75,10 @@ def cmd_ratings_create(a: argparse.Namespace) -> int:
 
 
 def cmd_ratings_stats(a: argparse.Namespace) -> int:
-    from ..ratings import rating_stats
-
     store = open_store(a.db)
     _campaign(store, a.id)
+    from ..ratings import rating_stats  # after the store opens: a bad --db is reported before scipy loads
+
     st = rating_stats(store, a.id, seed=a.seed)
     if a.json:
         print(json.dumps(st, indent=2, default=str))
@@ -202,7 +202,8 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> None:
         description="Human side-by-side ratings (0..6 per candidate, the paper's protocol).",
     )
     rsub = r.add_subparsers(dest="ratings_cmd", required=True, metavar="ACTION")
-    c = rsub.add_parser("create", help="Build rating tasks from two policies' samples of the same sources.")
+    h = "Build rating tasks from two policies' samples of the same sources."
+    c = rsub.add_parser("create", help=h, description=h)
     add_db_argument(c, default_db)
     c.add_argument("id", help="campaign id")
     c.add_argument(
@@ -219,9 +220,8 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> None:
     c.add_argument("--seed", type=int, default=0, help="picks sources and samples (default 0)")
     c.add_argument("--batch", help="batch name (default b1, b2, ...)")
     c.set_defaults(fn=cmd_ratings_create)
-    s = rsub.add_parser(
-        "stats", help="Human eval diff with a bootstrap CI, Krippendorff's alpha, reward-human correlation."
-    )
+    h = "Human eval diff with a bootstrap CI, Krippendorff's alpha, reward-human correlation."
+    s = rsub.add_parser("stats", help=h, description=h)
     add_db_argument(s, default_db)
     s.add_argument("id", help="campaign id")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")

@@ -62,9 +62,6 @@ def _print(res: dict) -> None:
 
 
 def cmd_reward_refresh(a: argparse.Namespace) -> int:
-    from ..rewards import RewardError
-    from ..rewards.refresh import refresh_campaign_reward
-
     train: dict[str, Any] = {
         k: v
         for k, v in (("epochs", a.epochs), ("lr", a.lr), ("anchor_weight", a.anchor_weight))
@@ -72,7 +69,10 @@ def cmd_reward_refresh(a: argparse.Namespace) -> int:
     }
     if a.out:
         check_output_dir(a.out, "--out")
-    store = open_store(a.db)
+    store = open_store(a.db)  # before the imports below (torch): a bad --db is reported at once
+    from ..rewards import RewardError
+    from ..rewards.refresh import refresh_campaign_reward
+
     try:
         if store.campaign(a.id) is None:
             print(
@@ -113,7 +113,9 @@ def register(subparsers: Any, default_db: str = DEFAULT_DB) -> argparse.Argument
     )
     p.add_argument("id", help="campaign id (its reward must be kind 'minilm')")
     p.add_argument(
-        "--out", help="directory for the new head (default RUN_DIR/reward_heads/refresh-TIMESTAMP)"
+        "--out",
+        help="a new directory for the new head, not existing yet "
+        "(default RUN_DIR/reward_heads/refresh-TIMESTAMP)",
     )
     add_db_argument(p, default_db)
     add_actor_argument(p, "refreshed it")
