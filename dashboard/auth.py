@@ -90,6 +90,7 @@ PAGES: dict[str, dict] = {
 COOKIE = session_cookie.COOKIE
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN = "session_token"  # st.session_state key: the token this browser session holds ("" = none)
+CODE = "cookie_code"  # st.session_state key: the one-time code the page exchanges for the cookie
 NOTICE = "auth_notice"  # st.session_state key: why the last session ended, shown on the sign-in page
 
 
@@ -154,18 +155,18 @@ def _cookie() -> str | None:
 def client_address() -> str:
     """The client's address for sign-in throttling: the connection's remote IP (st.context.ip_address);
     Streamlit reports none for a loopback connection, which is what a reverse proxy on this machine makes,
-    so then the proxy's X-Real-IP, else the last X-Forwarded-For entry; "local" when there is neither."""
+    so then the proxy's X-Real-IP, else the last X-Forwarded-For entry; "loopback" when there is neither."""
     try:
         ip, headers = st.context.ip_address, st.context.headers
     except Exception:  # noqa: BLE001 - no browser request (AppTest, bare mode)
-        return "local"
+        return "loopback"
     if isinstance(ip, str) and ip:
         return ip
     real, forwarded = headers.get("X-Real-IP"), headers.get("X-Forwarded-For")
     if isinstance(real, str) and real.strip():
         return real.strip()
     hops = [h.strip() for h in forwarded.split(",") if h.strip()] if isinstance(forwarded, str) else []
-    return hops[-1] if hops else "local"
+    return hops[-1] if hops else "loopback"
 
 
 def pages_for(role: str) -> list[str]:
@@ -266,10 +267,18 @@ def sign_out() -> None:
 
 
 def write_cookie() -> None:
-    """Hand a pending session token to the browser as an HttpOnly cookie (or clear it after sign-out), once:
-    the page exchanges a one-time code for it at the server's cookie route."""
+    """Hand a pending session token to the browser as an HttpOnly cookie (or clear it after sign-out): the
+    page exchanges a one-time code for it at the server's cookie route. The script is drawn again on each
+    run until the code is taken, since a run that forwards to another page may end before the browser got
+    it."""
     token = st.session_state.pop("cookie", None)
-    if token is None:
-        return
-    code = session_cookie.offer(token, int(SESSION_HOURS * 3600)) if token else None
-    st.html(session_cookie.script(code), unsafe_allow_javascript=True, width="content")
+    if token:
+        st.session_state[CODE] = session_cookie.offer(token, int(SESSION_HOURS * 3600))
+    elif token == "":
+        st.session_state.pop(CODE, None)
+        st.html(session_cookie.script(None), unsafe_allow_javascript=True, width="content")
+    code = st.session_state.get(CODE)
+    if code and session_cookie.pending(code):
+        st.html(session_cookie.script(code), unsafe_allow_javascript=True, width="content")
+    elif code:
+        del st.session_state[CODE]

@@ -39,6 +39,13 @@ def offer(token: str, max_age: int) -> str:
     return code
 
 
+def pending(code: str) -> bool:
+    """Whether `code` still waits for the page to exchange it (not taken, not expired)."""
+    with _lock:
+        hit = _pending.get(_digest(code))
+    return hit is not None and hit[2] > time.monotonic()
+
+
 def take(code: object) -> tuple[str, int] | None:
     """(token, max-age) for a live code, once; None for an unknown, used or expired one."""
     if not isinstance(code, str) or not code:

@@ -30,8 +30,8 @@ def test_wrong_password_is_refused_and_right_one_signs_in(empty_db):
     assert [t.value for t in at.title] == ["Campaigns"]
     events = _service(empty_db).store.recent_events(None, 10, kinds=["login"])
     assert [e["message"] for e in events[:2]] == [
-        "olga signed in as operator from local",
-        "failed sign-in for 'olga' from local",
+        "olga signed in as operator from loopback",
+        "failed sign-in for 'olga' from loopback",
     ]
     token = at.session_state["session_token"]  # the session this tab holds, kept after the sign-in
     assert _service(empty_db).store.session_user(token) == {"name": "olga", "role": "operator"}
@@ -90,7 +90,9 @@ def test_sign_in_page_says_when_to_retry(empty_db):
     at = button(at, "Sign in").click().run()
     assert at.session_state["user"] is None and "Try again in" in texts(at)
     events = [e["message"] for e in _service(empty_db).store.recent_events(None, 2, kinds=["login"])]
-    assert events[0].startswith("sign-in for 'olga' from local refused: this account is locked until"), events
+    assert events[0].startswith("sign-in for 'olga' from loopback refused: this account is locked until"), (
+        events
+    )
 
 
 def test_local_mode_skips_sign_in_only_on_loopback(empty_db, monkeypatch):

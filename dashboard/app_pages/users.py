@@ -31,11 +31,17 @@ with st.form("user_add", clear_on_submit=True):
 
 rows = store.users()
 st.dataframe(
-    [r | {"live sessions": store.sessions(r["name"])} for r in rows],
+    [
+        r | {"role": "no role" if r["disabled"] else r["role"], "live sessions": store.sessions(r["name"])}
+        for r in rows
+    ],
     hide_index=True,
     key="user_table",
 )
-st.caption("live sessions: signed-in browsers whose session has not ended or expired (12 hours).")
+st.caption(
+    "disabled: an account with no role (kept for its history; it cannot sign in). live sessions: signed-in "
+    "browsers whose session has not ended or expired (12 hours)."
+)
 others = [r["name"] for r in rows if r["name"] != user["name"]]  # never your own account: keep one operator
 
 c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
