@@ -236,6 +236,7 @@ class DataConfig:
 
 
 REWARD_KINDS = ("hf", "callable", "exact_match", "numeric", "chrf", "minilm")
+REWARD_FORMATS = ("auto", "chat", "text", "pair")
 
 
 def _check_provider(p: Any, table: str) -> None:
@@ -251,6 +252,14 @@ def _check_provider(p: Any, table: str) -> None:
             "'module:function' is required for kind 'callable'",
         )
     _check(p.batch_size > 0, f"{table}.batch_size", p.batch_size, "must be > 0")
+    _check(p.format in REWARD_FORMATS, f"{table}.format", p.format, f"one of {list(REWARD_FORMATS)}")
+    if p.prompt_template is not None:
+        _check(
+            "{source}" in p.prompt_template,
+            f"{table}.prompt_template",
+            p.prompt_template,
+            "must contain {source}",
+        )
 
 
 @dataclass
@@ -275,6 +284,21 @@ class RewardConfig:
         64,
         "Candidates per reward call. 64 keeps an hf or MiniLM forward pass small in CPU memory; raise it on "
         "a GPU.",
+    )
+    format: str = doc(
+        "auto",
+        "hf: the input the classifier scores, as it was trained. chat: the tokenizer's chat template over a "
+        "user turn (the prompt) and an assistant turn (the candidate); text: prompt + candidate + EOS as one "
+        "string; pair: the text pair (prompt, candidate) of a cross-encoder. auto: chat when the tokenizer "
+        "has a chat template, else text when TRL's RewardTrainer saved the directory or the tokenizer has "
+        "no pair separator (decoders), else pair; TRL's RewardTrainer tokenizes exactly so.",
+        choices=REWARD_FORMATS,
+    )
+    prompt_template: str | None = doc(
+        None,
+        "hf: the prompt the candidate follows, with {source} in it: the prompt string of the reward "
+        "model's training pairs. Not set: the policy's prompt_template in a campaign (a reward model "
+        "trained on the policy's own prompts), '{source}' elsewhere (`restgov score`).",
     )
     tests: list[str] = doc(
         help="Extra reward unit tests (module names or .py paths), merged into the default suite the "
@@ -437,6 +461,7 @@ class ImproveConfig:
             self.thresholds,
             "values in [0, 1]",
         )
+        _check(len(self.percentiles) > 0, "improve.percentiles", self.percentiles, "must not be empty")
         _increasing("improve.percentiles", self.percentiles)
         _check(
             all(0 <= p < 100 for p in self.percentiles),
@@ -444,6 +469,7 @@ class ImproveConfig:
             self.percentiles,
             "values in [0, 100)",
         )
+        _check(len(self.gammas) > 0, "improve.gammas", self.gammas, "must not be empty")
         _increasing("improve.gammas", self.gammas)
         _check(all(0 <= g <= 1 for g in self.gammas), "improve.gammas", self.gammas, "values in [0, 1]")
         _check(0 <= self.quantile < 1, "improve.quantile", self.quantile, "must be in [0, 1)")
@@ -487,6 +513,9 @@ class EvalConfig:
     batch_size: int = doc(64, "Sequences per evaluation generate call; 64 as grow.batch_size.")
 
     def __post_init__(self) -> None:
+        _check(
+            len(self.best_of_n) > 0, "eval.best_of_n", self.best_of_n, "must not be empty (e.g. [1, 2, 4, 8])"
+        )
         _check(all(n >= 1 for n in self.best_of_n), "eval.best_of_n", self.best_of_n, "values >= 1")
         _increasing("eval.best_of_n", self.best_of_n)
         _check(
@@ -562,6 +591,10 @@ class AuditMetric:
     path: str | None = doc(None, "hf / minilm: the model directory, as for [reward].")
     function: str | None = doc(None, "callable: 'module:function', as for [reward].")
     batch_size: int = doc(64, "Candidates per call, as for [reward].")
+    format: str = doc("auto", "hf: the input format, as for [reward].", choices=REWARD_FORMATS)
+    prompt_template: str | None = doc(
+        None, "hf: the prompt before the candidate, as for [reward]; not set: the policy's."
+    )
 
     def __post_init__(self) -> None:
         _check_provider(self, "audit")
@@ -569,7 +602,12 @@ class AuditMetric:
 
     def reward_config(self) -> RewardConfig:
         return RewardConfig(
-            kind=self.kind, path=self.path, function=self.function, batch_size=self.batch_size
+            kind=self.kind,
+            path=self.path,
+            function=self.function,
+            batch_size=self.batch_size,
+            format=self.format,
+            prompt_template=self.prompt_template,
         )
 
 
@@ -774,6 +812,10 @@ class CampaignConfig:
         _check(self.threads >= 0, "threads", self.threads, "must be >= 0 (0: automatic)")
         names = [a.name for a in self.audit]
         _check(len(set(names)) == len(names), "audit", names, "audit metric names must be unique")
+        # A reward model is most often trained on the prompts the policy sees: that is its default prompt.
+        for provider in (self.reward, *self.audit):
+            if provider.kind == "hf" and provider.prompt_template is None:
+                provider.prompt_template = self.policy.prompt_template
 
 
 # ReST-EM: binary reward kept at 1, one Improve per Grow, every Improve restarts from the base policy,
@@ -859,7 +901,21 @@ def config_from_dict(raw: dict, base_dir: str | Path | None = None) -> CampaignC
     cfg = _build(CampaignConfig, raw, "")
     if base_dir is not None:
         _resolve_paths(cfg, Path(base_dir))
+        _check_model_dirs(cfg, Path(base_dir))
     return cfg
+
+
+def _check_model_dirs(cfg: CampaignConfig, base: Path) -> None:
+    """The policy and reward model directories a config file names must exist when it is loaded, not only
+    when a worker first opens them."""
+    dirs = [("policy.path", cfg.policy.path)]
+    if cfg.reward.kind in ("hf", "minilm"):
+        dirs.append(("reward.path", cfg.reward.path))
+    dirs += [(f"audit[{i}].path", a.path) for i, a in enumerate(cfg.audit) if a.kind in ("hf", "minilm")]
+    for name, path in dirs:
+        if path and not Path(path).is_dir():
+            why = "not a directory" if Path(path).exists() else "no such directory"
+            raise ConfigError(name, path, f"{why} (relative paths resolve against {base})")
 
 
 def config_errors(raw: dict, base_dir: str | Path | None = None) -> list[ConfigError]:
@@ -897,18 +953,40 @@ def _resolve_paths(cfg: CampaignConfig, base: Path) -> None:
         a.path = res(a.path)
 
 
-def load_config(path: str | Path) -> CampaignConfig:
-    """Read and validate a campaign TOML file."""
-    path = Path(path)
+def _read_toml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError("<file>", str(path), "no such file")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("<file>", str(path), f"not valid TOML: {e}") from e
     except UnicodeDecodeError as e:
         raise ConfigError("<file>", str(path), f"not UTF-8 text: {e}") from e
-    return config_from_dict(raw, base_dir=path.parent)
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign TOML file."""
+    path = Path(path)
+    return config_from_dict(_read_toml(path), base_dir=path.parent)
+
+
+def load_reward_config(path: str | Path) -> RewardConfig:
+    """The reward of a TOML file holding either a [reward] table alone or a whole campaign config (whose
+    reward takes the policy's prompt template); relative paths resolve against the file's folder."""
+    path = Path(path)
+    raw = _read_toml(path)
+    if set(raw) - {"reward"}:
+        return config_from_dict(raw, base_dir=path.parent).reward
+    if "reward" not in raw:
+        raise ConfigError("reward", None, f"{path} has no [reward] table")
+    rc = _build(RewardConfig, raw["reward"], "reward")
+    if rc.path:
+        q = Path(rc.path).expanduser()
+        rc.path = str(q if q.is_absolute() else (path.parent / q).resolve())
+        if rc.kind in ("hf", "minilm") and not Path(rc.path).is_dir():
+            why = "not a directory" if Path(rc.path).exists() else "no such directory"
+            raise ConfigError("reward.path", rc.path, f"{why} (relative paths resolve against {path.parent})")
+    return rc
 
 
 def config_to_dict(cfg: CampaignConfig) -> dict:

@@ -89,6 +89,11 @@ def test_defaults_load():
         ("improve.max_improve_steps", 0, "improve.max_improve_steps"),
         ("eval.best_of_n", [4, 2], "eval.best_of_n"),
         ("eval.best_of_n", [0, 1], "eval.best_of_n"),
+        ("eval.best_of_n", [], "eval.best_of_n"),
+        ("improve.percentiles", [], "improve.percentiles"),
+        ("improve.gammas", [], "improve.gammas"),
+        ("reward.format", "chatml", "reward.format"),
+        ("reward.prompt_template", "no placeholder", "reward.prompt_template"),
         ("stop.max_grow_steps", -1, "stop.max_grow_steps"),
         ("stop.window", 0, "stop.window"),
         ("mode", "ppo", "mode"),
@@ -136,6 +141,7 @@ def test_load_config_resolves_paths_against_the_toml(tmp_path: Path):
     path.write_text(
         '[data]\ntrain = "d/train.jsonl"\nvalidation = "/abs/val.csv"\n[reward]\nkind = "hf"\npath = "rm"\n'
     )
+    (path.parent / "rm").mkdir()
     cfg = load_config(path)
     assert cfg.data.train == str(tmp_path / "cfg" / "d" / "train.jsonl")
     assert cfg.data.validation == "/abs/val.csv"
@@ -210,3 +216,50 @@ def test_the_tiny_campaign_fixtures_load(tiny_arith: Path, tiny_rest: Path):
         rest.mode == "rest" and rest.improve.rule == "percentile" and rest.improve.percentiles == [0.0, 50.0]
     )
     assert rest.improve.init == "warm_start"
+
+
+def test_empty_lists_name_their_field_in_a_toml_file(tmp_path: Path):
+    """Empty percentile, gamma and Best-of-N lists are refused when the file loads, not inside a worker."""
+    for table, key in (("improve", "percentiles"), ("improve", "gammas"), ("eval", "best_of_n")):
+        path = tmp_path / f"{key}.toml"
+        path.write_text(f'[data]\ntrain = "t.jsonl"\nvalidation = "v.jsonl"\n[{table}]\n{key} = []\n')
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert info.value.field == f"{table}.{key}" and "must not be empty" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "toml, field",
+    [
+        ('[policy]\npath = "models/policy"\n', "policy.path"),
+        ('[reward]\nkind = "hf"\npath = "models/rm"\n', "reward.path"),
+        ('[reward]\nkind = "minilm"\npath = "heads/h"\n', "reward.path"),
+        ('[[audit]]\nkind = "chrf"\n[[audit]]\nkind = "hf"\npath = "models/judge"\n', "audit[1].path"),
+    ],
+)
+def test_missing_model_directories_name_their_field(tmp_path: Path, toml: str, field: str):
+    path = tmp_path / "cfg" / "campaign.toml"
+    path.parent.mkdir()
+    path.write_text('[data]\ntrain = "t.jsonl"\nvalidation = "v.jsonl"\n' + toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    err = info.value
+    assert err.field == field and "no such directory" in str(err)
+    assert str(path.parent) in str(err)  # the resolved path, and where relative paths resolve
+    # Once the directory exists the same file loads; a file where a folder belongs is named as such.
+    Path(err.value).mkdir(parents=True)
+    load_config(path)
+    Path(err.value).rmdir()
+    Path(err.value).write_text("")
+    with pytest.raises(ConfigError, match="not a directory"):
+        load_config(path)
+
+
+def test_hf_prompt_template_defaults_to_the_policy_s(tmp_path: Path):
+    raw = _with("reward", {"kind": "hf", "path": "rm"})
+    raw["policy"] = {"scratch": {}, "prompt_template": "Q: {source}\nA: "}
+    assert config_from_dict(raw).reward.prompt_template == "Q: {source}\nA: "
+    raw["reward"]["prompt_template"] = "{source}"
+    assert config_from_dict(raw).reward.prompt_template == "{source}"
+    assert config_from_dict(MINIMAL).reward.prompt_template is None  # only hf rewards read it
+    assert config_from_dict(config_to_dict(config_from_dict(raw))) == config_from_dict(raw)

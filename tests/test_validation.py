@@ -103,9 +103,11 @@ def test_reward_raises_on_probe_batch(tmp_path: Path, rewards_module: str):
 
 
 def test_missing_reward_model_directory(tmp_path: Path):
-    e = refuse(tmp_path, tiny_config(tmp_path, f'kind = "minilm"\npath = "{tmp_path / "no-head"}"'))
-    assert e.field == "reward.path"
-    assert str(tmp_path / "no-head") in str(e)
+    # Refused when the file loads, before any store or probe: the config names a folder that is not there.
+    with pytest.raises(ConfigError) as ei:
+        load_config(tiny_config(tmp_path, f'kind = "minilm"\npath = "{tmp_path / "no-head"}"'))
+    assert ei.value.field == "reward.path"
+    assert str(tmp_path / "no-head") in str(ei.value) and "no such directory" in str(ei.value)
 
 
 def test_audit_metric_checked(tmp_path: Path, rewards_module: str):
@@ -117,9 +119,10 @@ def test_audit_metric_checked(tmp_path: Path, rewards_module: str):
 
 
 def test_missing_policy_directory(tmp_path: Path):
-    e = refuse(tmp_path, tiny_config(tmp_path, policy=str(tmp_path / "no-policy")))
-    assert e.field == "policy.path"
-    assert "no such directory" in str(e)
+    with pytest.raises(ConfigError) as ei:
+        load_config(tiny_config(tmp_path, policy=str(tmp_path / "no-policy")))
+    assert ei.value.field == "policy.path"
+    assert "no such directory" in str(ei.value)
 
 
 def test_policy_directory_without_config_json(tmp_path: Path):

@@ -53,7 +53,9 @@ def load_reward(cfg: RewardConfig, device: str | None = None) -> RewardModel:
         if kind == "hf":
             from .hf import HFSequenceClassificationReward
 
-            return HFSequenceClassificationReward(cfg.path, cfg.batch_size, device)
+            return HFSequenceClassificationReward(
+                cfg.path, cfg.batch_size, device, format=cfg.format, prompt_template=cfg.prompt_template
+            )
         from .minilm import MiniLMReward
 
         return MiniLMReward(cfg.path, cfg.batch_size, device)
@@ -71,6 +73,10 @@ def reward_version(cfg: RewardConfig, import_code: bool = True) -> str | None:
     if cfg.kind in ("hf", "minilm"):
         if not cfg.path:
             raise RewardError(f"reward kind {cfg.kind!r} needs reward.path (a model directory)")
+        if cfg.kind == "hf":
+            from .hf import hf_version
+
+            return hf_version(cfg.path, cfg.format, cfg.prompt_template)
         return hash_dir(cfg.path)
     if cfg.kind == "callable":
         from .callable import source_version

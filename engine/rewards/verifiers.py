@@ -52,25 +52,22 @@ def _ngrams(text: str, n: int) -> Counter:
 
 
 def chrf(candidate: str, reference: str, n: int = 6, beta: float = 2.0) -> float:
-    """Character n-gram F-beta (chrF, Popovic 2015) in [0, 1], whitespace removed.
+    """Character n-gram F-beta (chrF, Popovic 2015) in [0, 1], whitespace removed: sacrebleu's sentence
+    chrF (its defaults: 6 character orders, no word n-grams, beta 2, no smoothing) divided by 100.
 
-    Precision and recall are averaged over the orders 1..n that either text is long enough to have, so two
-    identical short strings still score 1.0.
+    Precision and recall are averaged over the orders 1..n that both texts are long enough to have; an
+    order one of them lacks carries no evidence and is left out. With no such order (an empty text) the
+    score is 0.0, as sacrebleu's, even for two empty strings.
     """
     c, r = "".join(str(candidate).split()), "".join(str(reference).split())
-    if not c and not r:
-        return 1.0
-    if not c or not r:
-        return 0.0
     precisions, recalls = [], []
-    for k in range(1, n + 1):
+    for k in range(1, min(n, len(c), len(r)) + 1):
         cg, rg = _ngrams(c, k), _ngrams(r, k)
-        nc, nr = sum(cg.values()), sum(rg.values())
-        if nc == 0 and nr == 0:
-            break  # both texts shorter than k: higher orders carry no evidence either way
         match = sum((cg & rg).values())
-        precisions.append(match / nc if nc else 0.0)
-        recalls.append(match / nr if nr else 0.0)
+        precisions.append(match / (len(c) - k + 1))
+        recalls.append(match / (len(r) - k + 1))
+    if not precisions:
+        return 0.0
     p, rc = sum(precisions) / len(precisions), sum(recalls) / len(recalls)
     b2 = beta * beta
     return 0.0 if p + rc == 0 else (1 + b2) * p * rc / (b2 * p + rc)
