@@ -76,3 +76,50 @@ def test_views_match_plain_python(campaign):
     )
     rl = store.reward_vs_length(cid, 1)
     assert sum(c["n"] for c in rl["cells"]) == sum(1 for r in gen if r[3] is not None)
+
+
+@pytest.mark.slow
+def test_distributions_figures_match_sql_counts_with_the_toggle_off_and_on(campaign):
+    """Every share and count on the page says what it counts and equals a plain SQL count on the store:
+    all pairs of D_g with the toggle off, generated candidates (sample_idx >= 0) alone with it on."""
+    db, cid, _ = campaign
+    store = _service(db).store
+
+    def count(where: str) -> int:
+        sql = f"SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = 1 AND {where}"
+        return store.cursor().execute(sql, [cid]).fetchone()[0]
+
+    (f,) = store.filters(cid)
+    assert f["rule"] == "binary"  # ReST-EM keeps R = 1
+    kept = "reward >= 1.0 - 1e-9"
+    at = app(db, AUDITOR, cid)
+    at.session_state["dist_tabs"] = "Candidates"
+    at.session_state["dist_range"] = (0.0, 1.0)
+    for gen, only, kept_col, n_col, share_col in (
+        (False, "true", "kept pairs", "pairs in D_g", "share of D_g kept"),
+        (True, "sample_idx >= 0", "kept generated", "generated candidates", "share of generated kept"),
+    ):
+        at.toggle(key="dist_gen").set_value(gen)
+        at.slider(key="dist_tau").set_value(0.5)
+        at.run()
+        assert not at.exception
+        caption = texts(at, "caption")
+        assert ("generated candidates only" in caption) == gen
+        assert (
+            f"Grow 1: {count('true'):,} scored pairs = {count('sample_idx >= 0'):,} generated + "
+            f"{count('sample_idx < 0'):,} original pairs of D" in caption
+        )
+        filters = frame(at, kept_col)
+        row = filters.iloc[0]
+        n, k = count(only), count(f"{only} AND {kept}")
+        assert int(row[kept_col]) == k and int(row[n_col]) == n and math.isclose(row[share_col], k / n)
+        if not gen:
+            assert int(row["of them original pairs"]) == count(f"sample_idx < 0 AND {kept}")
+        taus = frame(at, "τ")
+        hit = taus[taus["τ"] == 0.5].iloc[0]
+        assert int(hit[kept_col]) == count(f"{only} AND reward > 0.5") and int(hit[n_col]) == n
+        cands = frame(at, "origin")
+        assert len(cands) == min(20, n)
+        assert set(cands["origin"]) == ({"generated"} if gen else {"generated", "reference"})
+        assert (cands["sample_idx"] >= 0).all() == gen
+        assert ("No generated candidate passed" in texts(at, "warning")) == (gen and k == 0 and f["kept"] > 0)

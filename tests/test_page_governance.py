@@ -392,3 +392,38 @@ def test_governance_page_on_a_campaign_run_to_done(campaign):
     split = final["split"]
     assert dict(zip(rows["policy"], rows[f"{split} reward"])) == pytest.approx(final["mean_reward"])
     assert not texts(at)
+
+
+@pytest.fixture(scope="module")
+def rated(tmp_path_factory):
+    from rating_store import rating_campaign
+
+    return rating_campaign(tmp_path_factory.mktemp("gov-rated"))
+
+
+def test_rating_task_form_offers_only_policies_with_outputs_and_builds_bc_vs_latest(rated):
+    """g2-i1 sampled no Grow step: the samples origin does not offer it, and each default pair builds. One
+    click pairs BC with the latest checkpoint on validation sources (the human gate's tasks)."""
+    db, cid = rated
+    store = _service(db).store
+
+    def count(where: str) -> int:
+        sql = f"SELECT count(*) FROM rating_tasks WHERE campaign_id = ? AND {where}"
+        return store.cursor().execute(sql, [cid]).fetchone()[0]
+
+    assert not [b for b in governance(db, AUDITOR, cid).button if b.key == "gov_rate_default"]
+    at = governance(db, OPERATOR, cid)
+    one_click = at.button(key="gov_rate_default")
+    assert one_click.label == "Create tasks: BC (base) vs latest checkpoint g2-i1 on validation sources"
+    at = one_click.click().run()
+    assert not at.exception and not texts(at)
+    made = count("split = 'validation' AND list_sort([policy_a, policy_b]) = ['base', 'g2-i1']")
+    # 20 asked, 6 validation sources have outputs of both policies
+    assert made == 6 and "6 rating tasks created for BC (base) vs latest" in texts(at, "success")
+    at.radio(key="gov_rate_origin").set_value("Grow samples (training sources)").run()
+    pa_, pb_ = (s for s in at.selectbox if s.key.startswith("gov_rate_p"))
+    assert pa_.options == ["reference", "base", "g1-i1"] and (pa_.value, pb_.value) == ("base", "g1-i1")
+    at = button(at, "Create tasks for this pair").click().run()
+    assert not at.exception and not texts(at)
+    trained = count("split = 'train' AND list_sort([policy_a, policy_b]) = ['base', 'g1-i1']")
+    assert trained == 12 and "12 rating tasks created for base vs g1-i1" in texts(at, "success")
