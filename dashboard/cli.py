@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_db_argument, open_store, run_command
+from engine.cli.common import DEFAULT_DB, add_db_argument, open_store, run_command
 
 APP = Path(__file__).resolve().parent / "serve.py"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -122,10 +122,19 @@ def register(sub) -> None:
     h = "Manage dashboard accounts (roles: operator, annotator, auditor); run while the dashboard is stopped."
     u = sub.add_parser("users", help=h, description=h)
     us = u.add_subparsers(dest="users_cmd", required=True, metavar="ACTION")
-    add = us.add_parser("add", help="create an account (password asked twice, or read from stdin)")
-    add_db_argument(add)
-    add.add_argument("name")
-    add.add_argument("--role", required=True, choices=list(ROLES))
+    h = "create an account (password asked twice, or read from stdin)"
+    add = us.add_parser("add", help=h, description=h[0].upper() + h[1:] + ".")
+    add_db_argument(
+        add, help=f"DuckDB file (default {DEFAULT_DB}; env RESTGOV_DB); made in an existing folder"
+    )
+    add.add_argument("name", help="account name, used to sign in")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=list(ROLES),
+        help="operator: every page (runs campaigns, manages accounts); annotator: the Rate page; "
+        "auditor: the audit pages, read-only",
+    )
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password from the first line of stdin"
     )
@@ -133,12 +142,14 @@ def register(sub) -> None:
         "--replace", action="store_true", help="reset the password and role of an existing account"
     )
     add.set_defaults(fn=cmd_users_add)
-    ls = us.add_parser("list", help="list accounts and roles")
+    ls = us.add_parser("list", help="list accounts and roles", description="List accounts and roles.")
     add_db_argument(ls)
     ls.set_defaults(fn=cmd_users_list)
-    rm = us.add_parser("remove", help="delete an account and its sessions")
+    rm = us.add_parser(
+        "remove", help="delete an account and its sessions", description="Delete an account and its sessions."
+    )
     add_db_argument(rm)
-    rm.add_argument("name")
+    rm.add_argument("name", help="account name (see `restgov users list`)")
     rm.set_defaults(fn=cmd_users_remove)
 
 
