@@ -15,6 +15,7 @@ import random
 import secrets
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 
 import duckdb
 
@@ -34,9 +35,11 @@ CREATE TABLE IF NOT EXISTS rating_tasks (
     required_ratings INTEGER NOT NULL, created_at TIMESTAMP NOT NULL,
     grow_a INTEGER, sample_idx_a INTEGER, sample_idx_b INTEGER,  -- locate each side's row in samples
     baseline VARCHAR,             -- the policy the other one is judged against (NULL: side a, older tasks)
-    split VARCHAR);               -- the candidates' split: 'train' (Grow samples) or an eval split
+    split VARCHAR,                -- the candidates' split: 'train' (Grow samples) or an eval split
+    slot_changes BIGINT DEFAULT 0);  -- bumped by every lease, release and rating of the task (see next_task)
 ALTER TABLE rating_tasks ADD COLUMN IF NOT EXISTS baseline VARCHAR;
 ALTER TABLE rating_tasks ADD COLUMN IF NOT EXISTS split VARCHAR;
+ALTER TABLE rating_tasks ADD COLUMN IF NOT EXISTS slot_changes BIGINT DEFAULT 0;
 CREATE TABLE IF NOT EXISTS ratings (
     rating_id BIGINT DEFAULT nextval('rating_seq') PRIMARY KEY, task_id BIGINT NOT NULL,
     annotator VARCHAR NOT NULL, score_a SMALLINT NOT NULL, score_b SMALLINT NOT NULL,
@@ -48,8 +51,26 @@ CREATE TABLE IF NOT EXISTS rating_skips (  -- append-only: an annotator passed o
     task_id BIGINT NOT NULL, annotator VARCHAR NOT NULL, ts TIMESTAMP NOT NULL);
 CREATE TABLE IF NOT EXISTS rating_views (  -- the display order drawn when a task is first served to someone
     task_id BIGINT NOT NULL, annotator VARCHAR NOT NULL, shown_order VARCHAR NOT NULL,
-    token VARCHAR NOT NULL UNIQUE, served_at TIMESTAMP NOT NULL, PRIMARY KEY (task_id, annotator));
+    token VARCHAR NOT NULL UNIQUE, served_at TIMESTAMP NOT NULL,
+    leased_until TIMESTAMP,       -- the task's place is held for this annotator until then (NULL: released)
+    PRIMARY KEY (task_id, annotator));
+ALTER TABLE rating_views ADD COLUMN IF NOT EXISTS leased_until TIMESTAMP;
 """
+
+LEASE_SECONDS = 600.0  # how long a served task's place is held for its annotator (Store.rating_lease_seconds)
+
+
+def _taken(where: str) -> str:
+    """CTEs `s` and `c`: per task (of those matching `where` on task_id), the places taken for annotator $who
+    at time $now: `taken` = annotators who rated it or hold a live lease on it, $who's own lease left out
+    (an annotator with both counts once); `mine` = $who rated it."""
+    return (
+        f"s AS (SELECT task_id, annotator FROM ratings WHERE {where} "
+        f"UNION SELECT task_id, annotator FROM rating_views WHERE {where} AND leased_until > $now "
+        "AND annotator <> $who), "
+        "c AS (SELECT task_id, count(*) AS taken, bool_or(annotator = $who) AS mine FROM s GROUP BY task_id)"
+    )
+
 
 REFERENCE = "reference"  # pseudo-policy: the original reference of the source (sample_idx -1)
 SCORES = range(0, 7)  # the paper's 0..6 scale
@@ -89,14 +110,15 @@ class SubmitOutcome:
 
 _REFUSALS = {
     "already_rated": "Not stored: you already rated this task (in another tab, or with an earlier click).",
-    "complete": "Not stored: this task got its required ratings from other annotators before your submit "
-    "arrived.",
+    "complete": "Not stored: this task got its required ratings from other annotators after your hold on it "
+    "ran out (the page had been left idle).",
     "not_yours": "Not stored: this rating view was not served to you (reload the page for a task of yours).",
 }
 
 
 class RatingsMixin:
     SCHEMA = SCHEMA
+    rating_lease_seconds: float = LEASE_SECONDS  # set on a store to change its default lease time
 
     # ---------------------------------------------------------------- tasks
     def _rating_sources(self, cid: str, policy: str) -> set[str]:
@@ -359,6 +381,68 @@ class RatingsMixin:
         return out | {"batch": batch, "n_tasks": len(ids), "task_ids": ids}
 
     # ---------------------------------------------------------------- serving and submitting
+    # Every change of who holds a task's places (a lease taken, renewed or released, a rating stored) runs in
+    # one store transaction that first bumps the task's `slot_changes`, under the store's rating lock. The
+    # lock orders the threads of this process (the dashboard's sessions share one Store); the bump makes any
+    # other transaction on the same task (another connection to the file) a write-write conflict, which
+    # `_retry` runs again on a fresh snapshot. So the check "ratings + others' live leases < required" and the
+    # write that relies on it are atomic.
+
+    def _lease_delta(self, lease_seconds: float | None) -> timedelta:
+        s = self.rating_lease_seconds if lease_seconds is None else lease_seconds
+        if isinstance(s, bool) or not isinstance(s, int | float) or not s > 0:
+            raise ValueError(f"lease_seconds must be a number of seconds > 0, got {s!r}")
+        return timedelta(seconds=float(s))
+
+    def _rating_lock(self) -> threading.RLock:
+        """One lock per store around every rating write with its checks (see above)."""
+        return self.__dict__.setdefault("_ratings_lock", threading.RLock())
+
+    def _rating_write(self, fn):
+        """Run `fn(cur)` in one transaction under the rating lock, again on a write-write conflict."""
+
+        def attempt():
+            with self.transaction() as cur:  # type: ignore[attr-defined]
+                return fn(cur)
+
+        with self._rating_lock():
+            return self._retry(attempt)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _bump(cur, task_id: int) -> None:
+        cur.execute(
+            "UPDATE rating_tasks SET slot_changes = coalesce(slot_changes, 0) + 1 WHERE task_id = ?",
+            [task_id],
+        )
+
+    @staticmethod
+    def _new_view(cur, task_id: int, annotator: str, until, order: str | None = None) -> dict:
+        """Serve a task to an annotator for the first time: draw the display order (unless given) and the
+        token, and hold its place until `until` (None: no lease, for a rating made elsewhere)."""
+        view = {"shown_order": order or secrets.choice(ORDERS), "token": secrets.token_hex(8)}
+        cur.execute(
+            "INSERT INTO rating_views (task_id, annotator, shown_order, token, served_at, leased_until) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [task_id, annotator, view["shown_order"], view["token"], now(), until],
+        )
+        return view
+
+    @staticmethod
+    def _hold(cur, task_id: int, annotator: str, until) -> None:
+        """Take or renew this annotator's lease on a task served to them before."""
+        cur.execute(
+            "UPDATE rating_views SET leased_until = ? WHERE task_id = ? AND annotator = ?",
+            [until, task_id, annotator],
+        )
+
+    @staticmethod
+    def _release(cur, task_id: int, annotator: str) -> None:
+        cur.execute(
+            "UPDATE rating_views SET leased_until = NULL WHERE task_id = ? AND annotator = ? "
+            "AND leased_until IS NOT NULL",
+            [task_id, annotator],
+        )
+
     def _view(self, task_id: int, annotator: str) -> dict | None:
         rows = self._rows(  # type: ignore[attr-defined]
             "SELECT task_id, annotator, shown_order, token, served_at FROM rating_views "
@@ -366,22 +450,6 @@ class RatingsMixin:
             [task_id, annotator],
         )
         return rows[0] if rows else None
-
-    def _serve(self, task_id: int, annotator: str, order: str | None = None) -> dict:
-        """This annotator's view of a task: drawn and stored on the first call, read back on later ones."""
-        view = self._view(task_id, annotator)
-        if view is not None:
-            return view
-        try:
-            self.cursor().execute(
-                "INSERT INTO rating_views VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [task_id, annotator, order or secrets.choice(ORDERS), secrets.token_hex(8), now()],
-            )
-        except (duckdb.ConstraintException, duckdb.TransactionException):
-            pass  # another thread served the same view first: read theirs
-        view = self._view(task_id, annotator)
-        assert view is not None
-        return view
 
     def rating_view(self, token: str) -> dict | None:
         """The view behind an opaque token: task_id, annotator, shown_order, served_at; None if unknown."""
@@ -391,91 +459,122 @@ class RatingsMixin:
         )
         return rows[0] if rows else None
 
-    def next_task(self, annotator: str, cid: str | None = None, skipped_since=None) -> dict | None:
-        """The next open task this annotator has not rated nor skipped, in their stored order; None when done.
-
-        A task already served to this annotator comes back first (a reload shows the same task and sides),
-        then the tasks with the most ratings, so tasks complete (and overlap for agreement) before new ones
-        start. The display order is drawn on the first serving and stored (`rating_views`); `view` is the
-        opaque token a page uses instead of the task id. Policy names are left out: the annotator rates blind.
-        A task this annotator skipped at or after `skipped_since` (a UTC timestamp, e.g. the start of their
-        session) is not served; None leaves out every task they ever skipped.
-        """
-        _check_annotator(annotator)
-        where = "t.campaign_id = $cid AND " if cid is not None else ""
-        sql = (
-            "WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, bool_or(annotator = $who) AS mine "
-            "FROM ratings GROUP BY task_id), "
-            "k AS (SELECT DISTINCT task_id FROM rating_skips WHERE annotator = $who "
-            "AND ($since::TIMESTAMP IS NULL OR ts >= $since::TIMESTAMP)), "
-            "v AS (SELECT task_id FROM rating_views WHERE annotator = $who) "
-            "SELECT t.task_id, t.campaign_id, t.batch, t.source_id, t.source, t.text_a, t.text_b, "
-            "t.required_ratings, coalesce(c.n, 0) AS n_ratings "
-            "FROM rating_tasks t LEFT JOIN c USING (task_id) "
-            f"WHERE {where}coalesce(c.n, 0) < t.required_ratings AND NOT coalesce(c.mine, false) "
-            "AND t.task_id NOT IN (SELECT task_id FROM k) "
-            "ORDER BY t.task_id IN (SELECT task_id FROM v) DESC, n_ratings DESC, t.task_id LIMIT 1"
-        )
-        params = {"who": annotator, "since": skipped_since} | ({"cid": cid} if cid is not None else {})
-        rows = self._rows(sql, params)  # type: ignore[attr-defined]
-        if not rows:
-            return None
-        r = rows[0]
-        view = self._serve(r["task_id"], annotator)
-        left, right = (r.pop("text_a"), r.pop("text_b"))
+    @staticmethod
+    def _shown(task: dict, view: dict) -> dict:
+        """A task row as the Rate page gets it: sides in this annotator's order, the view token, no policy."""
+        left, right = task.pop("text_a"), task.pop("text_b")
         if view["shown_order"] == "ba":
             left, right = right, left
-        return r | {
+        return task | {
             "text_left": left,
             "text_right": right,
             "shown_order": view["shown_order"],
             "view": view["token"],
         }
 
-    def _rating_lock(self) -> threading.RLock:
-        """One lock per store around every rating's checks and insert: the store is one per process, so no
-        two submits can both pass the required-ratings check of a task and overfill it."""
-        return self.__dict__.setdefault("_ratings_lock", threading.RLock())
+    def next_task(
+        self, annotator: str, cid: str | None = None, skipped_since=None, lease_seconds: float | None = None
+    ) -> dict | None:
+        """Serve this annotator the next task with a free place for them, and hold that place; None when none.
 
-    def _refusal(self, view: dict | None, annotator: str) -> str | None:
-        """Why the task behind `view` takes no rating from `annotator` now (a _REFUSALS code), or None."""
+        A task is open to an annotator when they have not rated it, nor skipped it at or after
+        `skipped_since` (a UTC timestamp, e.g. the start of their session; None: ever), and its ratings plus
+        the live leases of other annotators are fewer than its required ratings. Serving takes (or renews) a
+        lease on the task for this annotator for `lease_seconds` (default `rating_lease_seconds`, 10
+        minutes) in the same transaction as that check, so a task is never handed out beyond its required
+        count; an abandoned page frees its place when the lease runs out, a skip or a submit at once.
+
+        Order: the task this annotator holds a live lease on (a reload shows the same task and sides), then a
+        task served to them before, then the open task with the most places taken (ratings and leases), so
+        tasks complete (and overlap for agreement) before new ones start. The display order is drawn on the
+        first serving and stored (`rating_views`); `view` is the opaque token a page uses instead of the task
+        id. Policy names are left out: the annotator rates blind. `n_ratings` counts stored ratings.
+        """
+        _check_annotator(annotator)
+        delta = self._lease_delta(lease_seconds)
+        where = "t.campaign_id = $cid AND " if cid is not None else ""
+        sql = (
+            f"WITH {_taken('true')}, "
+            "m AS (SELECT task_id, max(k) AS k, min(k) AS skipped, any_value(token) AS token, "
+            "any_value(shown_order) AS shown_order FROM ("
+            "SELECT task_id, CASE WHEN leased_until > $now THEN 2 ELSE 1 END AS k, token, shown_order "
+            "FROM rating_views WHERE annotator = $who "
+            "UNION ALL SELECT task_id, -1, NULL, NULL FROM rating_skips WHERE annotator = $who "
+            "AND ($since::TIMESTAMP IS NULL OR ts >= $since::TIMESTAMP)) GROUP BY task_id) "
+            "SELECT t.task_id, m.token, m.shown_order FROM rating_tasks t "
+            "LEFT JOIN c USING (task_id) LEFT JOIN m USING (task_id) "
+            f"WHERE {where}coalesce(c.taken, 0) < t.required_ratings AND NOT coalesce(c.mine, false) "
+            "AND coalesce(m.skipped, 0) >= 0 "
+            "ORDER BY coalesce(m.k, 0) DESC, coalesce(c.taken, 0) DESC, t.task_id LIMIT 1"
+        )
+        params = {"who": annotator, "since": skipped_since} | ({"cid": cid} if cid is not None else {})
+
+        def take(cur) -> dict | None:
+            t = now()
+            row = cur.execute(sql, params | {"now": t}).fetchone()
+            if row is None:
+                return None
+            task_id, token, order = row
+            self._bump(cur, task_id)
+            if token is None:
+                view = self._new_view(cur, task_id, annotator, t + delta)
+            else:
+                view = {"token": token, "shown_order": order}
+                self._hold(cur, task_id, annotator, t + delta)
+            return self._shown(self._task_row(task_id), view)
+
+        return self._rating_write(take)
+
+    def _task_row(self, task_id: int) -> dict:
+        (task,) = self._rows(  # type: ignore[attr-defined]
+            "SELECT t.task_id, t.campaign_id, t.batch, t.source_id, t.source, t.text_a, t.text_b, "
+            "t.required_ratings, "
+            "(SELECT count(DISTINCT annotator) FROM ratings WHERE task_id = $task) AS n_ratings "
+            "FROM rating_tasks t WHERE t.task_id = $task",
+            {"task": task_id},
+        )
+        return task
+
+    def _refusal(self, view: dict | None, annotator: str, at) -> str | None:
+        """Why the task behind `view` takes no rating from `annotator` at time `at` (a _REFUSALS code), or
+        None. Full means its ratings plus other annotators' live leases reach its required count."""
         if view is None or view["annotator"] != annotator:
             return "not_yours"
-        (n, mine, req) = (
-            self.cursor()
+        row = (
+            self.cursor()  # type: ignore[attr-defined]
             .execute(
-                "SELECT count(DISTINCT r.annotator), coalesce(bool_or(r.annotator = ?), false), "
-                "any_value(t.required_ratings) FROM rating_tasks t LEFT JOIN ratings r USING (task_id) "
-                "WHERE t.task_id = ?",
-                [annotator, view["task_id"]],
+                f"WITH {_taken('task_id = $task')} SELECT t.required_ratings, coalesce(c.taken, 0), "
+                "coalesce(c.mine, false) FROM rating_tasks t LEFT JOIN c USING (task_id) "
+                "WHERE t.task_id = $task",
+                {"who": annotator, "now": at, "task": view["task_id"]},
             )
             .fetchone()
         )
-        if req is None:
+        if row is None:
             return "not_yours"  # no such task any more
+        req, taken, mine = row
         if mine:
             return "already_rated"
-        return "complete" if n >= req else None
+        return "complete" if taken >= req else None
 
-    def view_task(self, token: str, annotator: str) -> dict | None:
+    def view_task(self, token: str, annotator: str, lease_seconds: float | None = None) -> dict | None:
         """The task behind a view token served to `annotator`, as next_task returns it, while it still takes
-        their rating (not rated by them, not complete); None otherwise. The Rate page keeps showing the task
-        it served until it is submitted or skipped, rather than whichever task next_task would serve now."""
-        view = self.rating_view(token)
-        if self._refusal(view, annotator) is not None:
-            return None
-        rows = self._rows(  # type: ignore[attr-defined]
-            "SELECT t.task_id, t.campaign_id, t.batch, t.source_id, t.source, t.text_a, t.text_b, "
-            "t.required_ratings, "
-            "(SELECT count(DISTINCT annotator) FROM ratings r WHERE r.task_id = t.task_id) AS n_ratings "
-            "FROM rating_tasks t WHERE t.task_id = ?",
-            [view["task_id"]],
-        )
-        r = rows[0]
-        left, right = (r.pop("text_a"), r.pop("text_b"))
-        if view["shown_order"] == "ba":
-            left, right = right, left
-        return r | {"text_left": left, "text_right": right, "shown_order": view["shown_order"], "view": token}
+        their rating (not rated by them, and their lease is live or the task still has a free place); None
+        otherwise. Showing it renews their lease, so a page in use keeps its task. The Rate page keeps
+        showing the task it served until it is submitted or skipped, rather than whichever task next_task
+        would serve now."""
+        delta = self._lease_delta(lease_seconds)
+
+        def show(cur) -> dict | None:
+            t = now()
+            view = self.rating_view(token)
+            if self._refusal(view, annotator, t) is not None:
+                return None
+            self._bump(cur, view["task_id"])
+            self._hold(cur, view["task_id"], annotator, t + delta)
+            return self._shown(self._task_row(view["task_id"]), view)
+
+        return self._rating_write(show)
 
     def _own_view(self, token: str, annotator: str) -> dict:
         view = self.rating_view(token)
@@ -484,12 +583,18 @@ class RatingsMixin:
         return view
 
     def skip_task(self, task_id: int, annotator: str) -> None:
-        """Append a skip: next_task passes over this task for this annotator (see `skipped_since`)."""
+        """Append a skip and release this annotator's lease on the task: next_task passes over it for them
+        (see `skipped_since`) and its place goes to someone else."""
         _check_annotator(annotator)
-        cur = self.cursor()
-        if not cur.execute("SELECT 1 FROM rating_tasks WHERE task_id = ?", [task_id]).fetchone():
-            raise KeyError(f"no rating task {task_id}")
-        cur.execute("INSERT INTO rating_skips VALUES (?, ?, ?)", [task_id, annotator, now()])
+
+        def skip(cur) -> None:
+            if not cur.execute("SELECT 1 FROM rating_tasks WHERE task_id = ?", [task_id]).fetchone():
+                raise KeyError(f"no rating task {task_id}")
+            self._bump(cur, task_id)
+            cur.execute("INSERT INTO rating_skips VALUES (?, ?, ?)", [task_id, annotator, now()])
+            self._release(cur, task_id, annotator)
+
+        self._rating_write(skip)
 
     def skip_view(self, token: str, annotator: str) -> None:
         """skip_task for the task behind a view token served to this annotator (what the Rate page calls)."""
@@ -499,22 +604,28 @@ class RatingsMixin:
         """Rate the task behind a view token served to this annotator; the order comes from the store.
 
         The token names the task the page showed, whatever next_task would serve now. The rating is stored
-        if that task still takes it: the view is this annotator's, they have not rated the task, and it is
-        short of its required ratings. Otherwise nothing is stored and the outcome says why (SubmitOutcome):
-        a submit is never dropped without one. Scores outside 0..6 and an empty annotator raise ValueError.
+        if that task still takes it: the view is this annotator's, they have not rated the task, and its
+        ratings plus other annotators' live leases are short of its required count (always so while this
+        annotator's own lease is live). Storing it completes their lease. Otherwise nothing is stored and the
+        outcome says why (SubmitOutcome): a submit is never dropped without one. Scores outside 0..6 and an
+        empty annotator raise ValueError.
         """
         sl, sr = _check_score("score_left", score_left), _check_score("score_right", score_right)
         _check_annotator(annotator)
-        with self._rating_lock():
+
+        def submit(cur) -> SubmitOutcome:
             view = self.rating_view(token)
-            code = self._refusal(view, annotator)
+            code = self._refusal(view, annotator, now())
             if code is not None:
                 return SubmitOutcome(code, _REFUSALS[code])
-            try:
-                rid = self.submit_rating(view["task_id"], annotator, sl, sr)
-            except ValueError:  # the UNIQUE backstop: rated through another path meanwhile
-                return SubmitOutcome("already_rated", _REFUSALS["already_rated"])
-        return SubmitOutcome("stored", "Rating stored.", rid)
+            self._bump(cur, view["task_id"])
+            rid = self._append_rating(cur, view["task_id"], annotator, sl, sr, view["shown_order"], False)
+            return SubmitOutcome("stored", "Rating stored.", rid)
+
+        try:
+            return self._rating_write(submit)
+        except ValueError:  # the UNIQUE backstop: rated through another path meanwhile
+            return SubmitOutcome("already_rated", _REFUSALS["already_rated"])
 
     def submit_rating(
         self,
@@ -530,19 +641,20 @@ class RatingsMixin:
         `shown_order` None takes the order the task was served in (an error if it never was). Given, it must
         agree with the stored order; a task never served through next_task gets it recorded as its view (a
         rating made elsewhere whose order the caller knows). `simulated` marks a rating no person made.
-        Returns the rating id.
+        The annotator's lease on the task, if any, is completed. Returns the rating id.
         """
         sl, sr = _check_score("score_left", score_left), _check_score("score_right", score_right)
         if shown_order is not None and shown_order not in ORDERS:
             raise ValueError(f"shown_order must be 'ab' or 'ba', got {shown_order!r}")
         _check_annotator(annotator)
-        with self._rating_lock():
-            return self._insert_rating(task_id, annotator, sl, sr, shown_order, simulated)
+        return self._rating_write(
+            lambda cur: self._insert_rating(cur, task_id, annotator, sl, sr, shown_order, simulated)
+        )
 
-    def _insert_rating(self, task_id, annotator, sl, sr, shown_order, simulated) -> int:
-        cur = self.cursor()
+    def _insert_rating(self, cur, task_id, annotator, sl, sr, shown_order, simulated) -> int:
         if not cur.execute("SELECT 1 FROM rating_tasks WHERE task_id = ?", [task_id]).fetchone():
             raise KeyError(f"no rating task {task_id}")
+        self._bump(cur, task_id)
         dup = (
             f"{annotator!r} already rated task {task_id}; "
             "ratings are append-only and one per annotator and task"
@@ -561,7 +673,15 @@ class RatingsMixin:
                 f"task {task_id} was shown to {annotator!r} in order {view['shown_order']!r}, "
                 f"not {shown_order!r}"
             )
-        order = self._serve(task_id, annotator, shown_order)["shown_order"]
+        order = (
+            view["shown_order"]
+            if view is not None
+            else self._new_view(cur, task_id, annotator, None, shown_order)["shown_order"]
+        )
+        return self._append_rating(cur, task_id, annotator, sl, sr, order, simulated)
+
+    def _append_rating(self, cur, task_id, annotator, sl, sr, order, simulated) -> int:
+        """Insert the rating (scores mapped back to the stored sides) and complete the annotator's lease."""
         score_a, score_b = (sl, sr) if order == "ab" else (sr, sl)
         try:
             (rid,) = cur.execute(
@@ -570,7 +690,11 @@ class RatingsMixin:
                 [task_id, annotator, score_a, score_b, order, now(), bool(simulated)],
             ).fetchone()
         except duckdb.ConstraintException as e:
-            raise ValueError(dup) from e
+            raise ValueError(
+                f"{annotator!r} already rated task {task_id}; "
+                "ratings are append-only and one per annotator and task"
+            ) from e
+        self._release(cur, task_id, annotator)
         return int(rid)
 
     # ---------------------------------------------------------------- reading
