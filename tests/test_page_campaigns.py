@@ -92,3 +92,64 @@ def test_pause_and_resume_from_the_page(campaign, tmp_path):
     assert svc.store.campaign(cid)["state"] == "STOPPED"
     actors = {e["actor"] for e in svc.store.recent_events(cid, 20, kinds=["request", "state"])}
     assert "olga" in actors
+
+
+def test_form_shows_every_field_error_at_once_and_refuses_an_empty_name(empty_db):
+    at = app(empty_db, OPERATOR)
+    at.text_input(key="form_name").input("  ")
+    at.number_input(key="form_grow.temperature").set_value(-1.0)
+    at.number_input(key="form_grow.samples_per_source").set_value(0)
+    at = button(at, "Create campaign").click().run()
+    assert not at.exception
+    elements = list(_walk(at.main))
+    for label, message in (
+        ("Name", "name is empty: give the campaign a name"),
+        ("Samples per source (K)", "grow.samples_per_source = 0: must be >= 1"),
+        ("Temperature", "grow.temperature = -1.0: must be > 0"),
+    ):  # each error is drawn right under its field
+        i = next(k for k, e in enumerate(elements) if getattr(e, "label", None) == label)
+        assert elements[i + 1].type == "error" and message in elements[i + 1].value, label
+    assert "fields need a change" in texts(at)
+    assert not _service(empty_db).store.campaigns()  # nothing created, not even as "campaign"
+
+
+def test_budgets_are_labelled_with_the_measured_time_per_grow(empty_db):
+    at = app(empty_db, OPERATOR)
+    for recipe in ("arith", "reward-hack"):
+        at.selectbox(key="new_recipe").set_value(recipe).run()
+        small = next(o for o in at.radio(key="new_budget").options if o.startswith("small"))
+        assert "per Grow on a 2-vCPU AMD EPYC machine (CPU only)" in small and "few minutes" not in small
+
+
+def test_tiny_recipe_writes_the_config_it_runs(empty_db):
+    """The tiny budget's overrides are in the campaign.toml on disk: the file a user reads is what runs."""
+    from engine.recipes import TINY_OVERRIDES
+
+    cfg, path = _service(empty_db).recipe_config("arith", "tiny")
+    on_disk = load_config(path)
+    assert on_disk == cfg and cfg.grow.samples_per_source == TINY_OVERRIDES["grow"]["samples_per_source"]
+    assert (
+        cfg.name == "arith-tiny"
+        and "samples_per_source = 2  # tiny budget (the recipe: 8)" in path.read_text()
+    )
+
+
+@pytest.mark.slow
+def test_eta_comes_from_the_campaigns_measured_steps(campaign, tmp_path):
+    """The Grow ETA is the seconds per source of the campaign's finished Grow steps; with none finished and
+    no shard in yet, the page says 'estimating'."""
+    from dashboard.campaigns_live import step_eta
+
+    db, cid, _ = campaign
+    store = _service(db).store
+    (g1,) = [s for s in store.steps(cid) if s["step_key"] == "g1-grow"]
+    (n,) = (
+        store.cursor()
+        .execute("SELECT count(DISTINCT source_id) FROM samples WHERE campaign_id = ? AND grow = 1", [cid])
+        .fetchone()
+    )
+    left, why = step_eta(store, cid, {"step_key": "g2-grow", "done": 10, "total": n})
+    assert left == pytest.approx((n - 10) * g1["seconds"] / n) and why == "from 1 finished grow step"
+    fresh = _service(db).create(load_config(write_tiny_campaign(tmp_path / "e", grows=1, name="eta")), "olga")
+    assert step_eta(store, fresh, {"step_key": "g1-grow", "done": 10, "total": n}) == (None, "estimating")
+    _service(db).stop(fresh, "olga")

@@ -48,3 +48,26 @@ def test_drift_page_lists_reward_versions_and_offers_the_report(synthetic):
     assert row["verdict"] in ("pass", "fail", "untested")
     labels = [d.proto.label for d in at.get("download_button")]
     assert labels == ["Download the audit report (HTML)", "Export the event log (JSON)"]
+
+
+def test_drift_page_shows_every_check_with_its_threshold_and_the_alarms_that_fired(synthetic):
+    """A table, not a JSON blob: statistic, value, threshold and fired for every check, with the campaign's
+    own limits ([gates] drift_*); grow 2's rewards sit well above grow 1's, so the reward shift fires."""
+    from dashboard.report_html import drift_thresholds
+    from engine.drift import drift_report
+
+    db, cid = synthetic
+    store = _service(db).store
+    at = app(db, AUDITOR, cid)
+    at.switch_page("app_pages/drift.py").run()
+    at = at.button(key="drift_go").click().run()
+    assert not at.exception and not at.json
+    stats = frame(at, "statistic")
+    cfg = store.campaign(cid)["config"]
+    rep = drift_report(store, cid, 1, 2, drift_thresholds(cfg))
+    fired = set(stats.loc[stats["fired"], "check"])
+    assert fired == {al["check"] for al in rep["alarms"]} and "reward_wasserstein" in fired
+    row = stats.set_index("check").loc["reward_wasserstein"]
+    assert row["threshold"] == cfg["gates"]["drift_reward_wasserstein"] and row["value"] > row["threshold"]
+    assert row["value"] == rep["reward"]["wasserstein_norm"]
+    assert len(at.error) == len(rep["alarms"])

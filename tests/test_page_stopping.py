@@ -59,3 +59,30 @@ def test_stopping_page_saves_stop_and_gates_on_an_editable_campaign(campaign, tm
     history = frame(at, "actor")
     assert "olga" in list(history["actor"]) and any("stop.window: 1 -> 2" in m for m in history["message"])
     assert svc.stop(cid, "olga") and svc.store.campaign(cid)["state"] == "STOPPED"
+
+
+def test_stopping_page_shows_every_field_error_and_refuses_unknown_reward_tests(empty_db, tmp_path):
+    from dashboard.reward_jobs import test_names
+    from engine.config import config_from_dict
+
+    svc = _service(empty_db)
+    cid = svc.create(load_config(write_tiny_campaign(tmp_path / "c", grows=1, name="criteria")), "olga")
+    before = svc.store.campaign(cid)["config"]
+    at = app(empty_db, OPERATOR, cid)
+    at.switch_page("app_pages/stopping.py").run()
+    at.number_input(key=f"stop_{cid}_window").set_value(0)
+    at.number_input(key=f"stop_{cid}_max_grow_steps").set_value(-1)
+    at = button(at, "Save [stop]").click().run()
+    errors = texts(at)
+    assert "stop.window = 0: must be >= 1" in errors and "stop.max_grow_steps = -1: must be >= 0" in errors
+    at.number_input(key=f"stop_{cid}_window").set_value(2)
+    at.number_input(key=f"stop_{cid}_max_grow_steps").set_value(1)
+    at.text_input(key=f"gates_{cid}_reward_tests_skip").input("empty_output, no_such_test")
+    at = button(at, "Save [gates]").click().run()
+    valid = test_names(config_from_dict(before).reward)
+    assert texts(at) == (
+        "gates.reward_tests_skip: unknown test(s) no_such_test; the suite of this reward has: "
+        + ", ".join(valid)
+    )
+    assert svc.store.campaign(cid)["config"]["gates"] == before["gates"]  # nothing saved
+    svc.stop(cid, "olga")
