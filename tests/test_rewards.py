@@ -83,6 +83,30 @@ def test_chrf_bounds_and_monotone():
     assert ChrF().score(["s"], [ref], [ref]) == [pytest.approx(1.0)]
 
 
+def test_chrf_equals_sacrebleu_sentence_chrf():
+    """sacrebleu's sentence chrF / 100, to 1e-9, on random short and long texts: orders that one text is too
+    short for are left out (not counted as 0/0), and two empty strings score 0, as there."""
+    from sacrebleu.metrics import CHRF
+
+    metric = CHRF()
+    rng = random.Random(0)
+    alphabet = "ab cdé.\t"
+    cases = [("", ""), ("", "a"), ("a", ""), ("a", "a"), ("ab", "abc"), ("abcde", "abcdef"), (" ", "  ")]
+    for _ in range(1500):
+        n, m = (rng.choice([0, 1, 2, 3, 4, 5, 6, 7, 9, 15, 40, 120]) for _ in range(2))
+        a = "".join(rng.choice(alphabet) for _ in range(n))
+        b = (
+            a[: rng.randint(0, n)] + "".join(rng.choice(alphabet) for _ in range(m))
+            if rng.random() < 0.3
+            else ("".join(rng.choice(alphabet) for _ in range(m)))
+        )
+        cases.append((a, b))
+    for cand, ref in cases:
+        want = metric.sentence_score(cand, [ref]).score / 100
+        assert chrf(cand, ref) == pytest.approx(want, abs=1e-9), (cand, ref)
+    assert chrf("", "") == 0.0 and chrf("abc", "abc") == 1.0
+
+
 # ---------------------------------------------------------------- callables and checked_scores
 
 MODULE = """
