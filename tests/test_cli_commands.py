@@ -29,6 +29,7 @@ COMMANDS = [
     "ratings",
     "drift",
     "reward-refresh",
+    "score",
     "dashboard",
     "users",
     "reward-test",

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .common import add_db_argument
+
 HELP = (
     "Score a file of (source, candidate) rows with a reward ([reward] table or campaign TOML) and write the "
     "rows with a reward column."
@@ -261,5 +263,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--out", required=True, metavar="FILE", help="output file: .jsonl, .csv or .parquet by extension"
     )
     p.add_argument("--batch-size", type=int, help="candidates per reward call (default: reward.batch_size)")
+    add_db_argument(p, None, help="accepted as by every restgov command; score reads and writes no database")
     p.set_defaults(fn=cmd_score)
     return p
