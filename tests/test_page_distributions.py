@@ -32,9 +32,9 @@ def test_distributions_page_draws_every_chart_from_sql(campaign):
     )
     assert f"Grow 1: {n:,} scored pairs" in texts(at, "caption")
     filters = frame(at, "rule")
-    assert list(filters["kept"]) == [f["kept"] for f in store.filters(cid)]
+    assert list(filters["kept pairs"]) == [f["kept"] for f in store.filters(cid)]
     at.slider(key="dist_tau").set_value(0.5).run()
-    taus = frame(at, "kept pairs")
+    taus = frame(at, "τ")
     (kept,) = (
         store.cursor()
         .execute("SELECT count(*) FROM samples WHERE campaign_id = ? AND grow = 1 AND reward > 0.5", [cid])
