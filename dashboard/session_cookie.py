@@ -63,7 +63,7 @@ def _same_origin(request) -> bool:
     if not origin:
         return True
     host = request.headers.get("x-forwarded-host") or request.headers.get("host") or ""
-    return urlsplit(origin).netloc == host
+    return urlsplit(origin).hostname == urlsplit("//" + host).hostname  # ports differ behind a proxy
 
 
 def _secure(request) -> bool:

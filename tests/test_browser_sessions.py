@@ -50,11 +50,13 @@ def test_annotator_demoted_while_her_tab_is_open_is_refused_at_the_next_click(se
         op.get_by_text("Signed in as olga").wait_for()
         op.get_by_role("link", name="Users", exact=True).click()
         op.get_by_role("heading", name="Users").wait_for()
-        op.get_by_label("Change the role of").click()
+        op.locator(".st-key-user_role_pick [role=combobox]").click()
         op.get_by_role("option", name="ann", exact=True).click()
-        op.get_by_label("New role").click()
+        op.locator(".st-key-user_role_apply button:not([disabled])").wait_for()  # the pick's rerun is done
+        op.locator(".st-key-user_role_new [role=combobox]").click()
         op.get_by_role("option", name="no role (disable)").click()
-        op.get_by_role("button", name="Change role").click()
+        op.locator(".st-key-user_role_new input[value='no role (disable)']").wait_for()
+        op.locator(".st-key-user_role_apply button").click()
         op.get_by_text("ann now has no role (disable); their open sessions were ended.").wait_for()
         event = op.get_by_text("user ann: role annotator -> no role (disabled); 1 session(s) ended")
         event.first.wait_for(state="attached")  # a cell of the account events table (drawn on a canvas)
@@ -67,8 +69,9 @@ def test_annotator_demoted_while_her_tab_is_open_is_refused_at_the_next_click(se
     page.get_by_text(
         "Access refused: your account no longer has a role. Sign in again to continue."
     ).wait_for()
-    assert page.get_by_role("heading", name="Rate").count() == 0
-    assert page.get_by_text("Signed in as ann").count() == 0
+    page.get_by_role("heading", name="Rate").wait_for(state="detached")  # the rerun has cleared the page
+    page.get_by_text("Signed in as ann").wait_for(state="detached")
+    page.get_by_role("button", name="Sign in").wait_for()
     page.shots("annotator-refused")
     page.goto(base + "/rate")  # a reload with her cookie: the session is gone from the store
     page.get_by_label("User name").wait_for()
