@@ -111,3 +111,52 @@ def test_local_mode_skips_sign_in_only_on_loopback(empty_db, monkeypatch):
         assert [t.value for t in at.title] == ["Campaigns"] and not at.exception
     finally:
         config.set_option("server.address", old)
+
+
+def test_cookie_route_exchanges_a_code_once_and_refuses_other_sites():
+    """The server route behind the HttpOnly cookie (dashboard/session_cookie.py), called as the ASGI server
+    would: a code buys the cookie once; another site's Origin is refused; HTTPS via a proxy adds Secure."""
+    import asyncio
+    import json
+
+    from starlette.requests import Request
+
+    from dashboard import session_cookie as sc
+
+    def call(method: str, code: str | None = None, **headers: str):
+        body = json.dumps({"code": code}).encode() if code is not None else b""
+        hdrs = {"host": "127.0.0.1:8501", "content-type": "application/json"} | {
+            k.replace("_", "-"): v for k, v in headers.items()
+        }
+        scope = {
+            "type": "http",
+            "method": method,
+            "path": sc.ROUTE,
+            "scheme": "http",
+            "server": ("127.0.0.1", 8501),
+            "query_string": b"",
+            "headers": [(k.encode(), v.encode()) for k, v in hdrs.items()],
+        }
+        done = []
+
+        async def receive():
+            if done:
+                return {"type": "http.disconnect"}
+            done.append(1)
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return asyncio.run(sc.session_route(Request(scope, receive)))
+
+    code = sc.offer("token-1", 3600)
+    assert call("POST", code, origin="https://evil.example").status_code == 403 and sc.pending(code)
+    ok = call("POST", code, origin="http://127.0.0.1:8501")
+    cookie = ok.headers["set-cookie"]
+    assert ok.status_code == 200 and cookie.startswith("restgov_session=token-1;"), cookie
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=3600" in cookie
+    assert "Secure" not in cookie and not sc.pending(code)
+    assert call("POST", code).status_code == 400  # used once
+    assert call("POST", "made-up").status_code == 400
+    behind_tls = call("POST", sc.offer("token-2", 60), x_forwarded_proto="https").headers["set-cookie"]
+    assert "Secure" in behind_tls and "token-2" in behind_tls
+    cleared = call("DELETE").headers["set-cookie"]
+    assert cleared.startswith('restgov_session="";') and "Max-Age=0" in cleared, cleared
