@@ -54,7 +54,7 @@ if not history:
         "or with `restgov reward-test --reward ... --data ...`."
     )
     st.stop()
-st.subheader("History across this campaign's reward-model versions")
+st.subheader("History across reward-model versions")
 st.caption(
     f"Runs of the {len(own)} reward version(s) of this campaign: those its samples were scored with, its "
     "config's reward and the refreshes of it. Other campaigns' rewards are left out."
