@@ -17,7 +17,7 @@ import pytest
 
 from engine.cli import main
 from engine.config import RewardConfig
-from engine.rewards import load_reward
+from engine.rewards import load_reward, reward_version
 
 pytest.importorskip("trl")
 
@@ -141,6 +141,11 @@ def test_trl_standard_format_scored_as_trained(trl_gpt2, tmp_path):
         RewardConfig(kind="hf", path=str(path), prompt_template="{source} => ", batch_size=7)
     )
     assert reward.format == "text" and "TRL" in reward.format_reason
+    # The version is known without loading the weights, and the prompt template is part of it.
+    assert reward_version(RewardConfig(kind="hf", path=str(path), prompt_template="{source} => ")) == (
+        reward.version
+    )
+    assert reward_version(RewardConfig(kind="hf", path=str(path))) != reward.version
     got_c, got_r = _restgov_scores(reward)
     assert got_c == pytest.approx(own_c, abs=1e-5) and got_r == pytest.approx(own_r, abs=1e-5)
     own = _accuracy(own_c, own_r)
