@@ -57,7 +57,8 @@ def _thresholds(fig: go.Figure, thresholds: list[dict]) -> None:
         )
 
 
-def histogram(rows: list[dict], thresholds: list[dict]) -> go.Figure:
+def histogram(rows: list[dict], thresholds: list[dict], of: str = "D_g") -> go.Figure:
+    """Per Grow step, the share of `of` (D_g, or the generated candidates alone) in each reward bin."""
     grows = sorted({r["grow"] for r in rows})
     fig = go.Figure()
     for i, g in enumerate(grows):
@@ -75,10 +76,10 @@ def histogram(rows: list[dict], thresholds: list[dict]) -> go.Figure:
     fig.update_layout(barmode="overlay")
     _thresholds(fig, thresholds)
     fig.update_xaxes(range=[0, 1])
-    return _layout(fig, "reward", "share of D_g")
+    return _layout(fig, "reward", f"share of {of}")
 
 
-def ecdf(rows: list[dict], thresholds: list[dict]) -> go.Figure:
+def ecdf(rows: list[dict], thresholds: list[dict], of: str = "D_g") -> go.Figure:
     grows = sorted({r["grow"] for r in rows})
     fig = go.Figure()
     for i, g in enumerate(grows):
@@ -94,7 +95,7 @@ def ecdf(rows: list[dict], thresholds: list[dict]) -> go.Figure:
     _thresholds(fig, thresholds)
     fig.update_xaxes(range=[0, 1])
     fig.update_yaxes(range=[0, 1.02])
-    return _layout(fig, "reward", "share of D_g with reward < x")
+    return _layout(fig, "reward", f"share of {of} with reward < x")
 
 
 def source_bands(bands: list[dict]) -> go.Figure:

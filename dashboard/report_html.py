@@ -323,7 +323,8 @@ def build_audit_report(store, cid: str) -> str:
     )
     parts += [
         "<h2>Per-step table</h2>",
-        '<p class="muted">Row grow 0 is the BC baseline.</p>',
+        '<p class="muted">Row grow 0 is the BC baseline. kept and n_total count every pair of D_g: the '
+        "generated candidates and the original pairs of D mixed in.</p>",
         table(status["steps"], STEP_COLUMNS, empty="No completed step yet."),
         table(
             [{"grow": g} | s for g, s in status["grows"].items()],
@@ -343,8 +344,12 @@ def build_audit_report(store, cid: str) -> str:
         ]
         parts.append(
             table(
-                th,
-                ["grow", "improve", "rule", "param", "tau", "kept", "n_total", "share"],
+                [
+                    f | {"share of D_g kept": f["kept"] / f["n_total"] if f["n_total"] else None}
+                    for f in store.filter_counts(cid)
+                ],
+                ["grow", "improve", "rule", "param", "tau", "kept", "n_total", "share of D_g kept"]
+                + ["kept_generated", "n_generated", "kept_reference", "n_reference"],
                 empty="No Improve filter applied yet.",
             )
         )

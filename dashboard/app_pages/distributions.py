@@ -89,8 +89,9 @@ def overlaid() -> None:
         "mixed into D_g and scored like the generated candidates; the toggle leaves them out.",
     )
     left, right = st.columns(2)
-    left.plotly_chart(charts.histogram(rows, th), key="dist_hist")
-    right.plotly_chart(charts.ecdf(rows, th), key="dist_ecdf")
+    of = "generated" if gen else "D_g"
+    left.plotly_chart(charts.histogram(rows, th, of), key="dist_hist")
+    right.plotly_chart(charts.ecdf(rows, th, of), key="dist_ecdf")
     if th:
         st.markdown(f"**Improve filters** (what each kept, counting {COUNTS})")
         st.dataframe(

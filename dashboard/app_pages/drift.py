@@ -63,6 +63,7 @@ else:
             ),
             hide_index=True,
             key="drift_stats",
+            height=(len(rows) + 1) * 35 + 3,  # every check in view, none behind a scroll bar
             column_config={
                 "fired": st.column_config.CheckboxColumn("fired?"),
                 "value": st.column_config.NumberColumn(format="%.4g"),
