@@ -61,15 +61,24 @@ LEASE_SECONDS = 600.0  # how long a served task's place is held for its annotato
 
 
 def _taken(where: str) -> str:
-    """CTEs `s` and `c`: per task (of those matching `where` on task_id), the places taken for annotator $who
-    at time $now: `taken` = annotators who rated it or hold a live lease on it, $who's own lease left out
-    (an annotator with both counts once); `mine` = $who rated it."""
+    """CTE `c`: per task (of those matching `where` on task_id), the places taken for annotator $who at time
+    $now: `taken` = ratings plus live leases of other annotators ($who's own lease left out), `n` = ratings,
+    `mine` = $who rated it. Storing a rating ends its annotator's lease in the same transaction, so nobody
+    is counted twice."""
     return (
-        f"s AS (SELECT task_id, annotator FROM ratings WHERE {where} "
-        f"UNION SELECT task_id, annotator FROM rating_views WHERE {where} AND leased_until > $now "
-        "AND annotator <> $who), "
-        "c AS (SELECT task_id, count(*) AS taken, bool_or(annotator = $who) AS mine FROM s GROUP BY task_id)"
+        "c AS (SELECT task_id, count(*) AS taken, count(*) FILTER (WHERE rated) AS n, "
+        "bool_or(rated AND annotator = $who) AS mine FROM ("
+        f"SELECT task_id, annotator, true AS rated FROM ratings WHERE {where} "
+        f"UNION ALL SELECT task_id, annotator, false FROM rating_views WHERE {where} AND leased_until > $now "
+        "AND annotator <> $who) GROUP BY task_id)"
     )
+
+
+# The columns of a task as the Rate page gets it (before `_shown` puts its sides in the annotator's order).
+_TASK_COLS = (
+    "t.task_id, t.campaign_id, t.batch, t.source_id, t.source, t.text_a, t.text_b, t.required_ratings, "
+    "coalesce(c.n, 0) AS n_ratings"
+)
 
 
 REFERENCE = "reference"  # pseudo-policy: the original reference of the source (sample_idx -1)
@@ -501,7 +510,7 @@ class RatingsMixin:
             "FROM rating_views WHERE annotator = $who "
             "UNION ALL SELECT task_id, -1, NULL, NULL FROM rating_skips WHERE annotator = $who "
             "AND ($since::TIMESTAMP IS NULL OR ts >= $since::TIMESTAMP)) GROUP BY task_id) "
-            "SELECT t.task_id, m.token, m.shown_order FROM rating_tasks t "
+            f"SELECT {_TASK_COLS}, m.token, m.shown_order FROM rating_tasks t "
             "LEFT JOIN c USING (task_id) LEFT JOIN m USING (task_id) "
             f"WHERE {where}coalesce(c.taken, 0) < t.required_ratings AND NOT coalesce(c.mine, false) "
             "AND coalesce(m.skipped, 0) >= 0 "
@@ -511,51 +520,44 @@ class RatingsMixin:
 
         def take(cur) -> dict | None:
             t = now()
-            row = cur.execute(sql, params | {"now": t}).fetchone()
-            if row is None:
+            rows = self._rows(sql, params | {"now": t})  # type: ignore[attr-defined]
+            if not rows:
                 return None
-            task_id, token, order = row
+            task = rows[0]
+            task_id, token, order = task["task_id"], task.pop("token"), task.pop("shown_order")
             self._bump(cur, task_id)
             if token is None:
                 view = self._new_view(cur, task_id, annotator, t + delta)
             else:
                 view = {"token": token, "shown_order": order}
                 self._hold(cur, task_id, annotator, t + delta)
-            return self._shown(self._task_row(task_id), view)
+            return self._shown(task, view)
 
         return self._rating_write(take)
 
-    def _task_row(self, task_id: int) -> dict:
-        (task,) = self._rows(  # type: ignore[attr-defined]
-            "SELECT t.task_id, t.campaign_id, t.batch, t.source_id, t.source, t.text_a, t.text_b, "
-            "t.required_ratings, "
-            "(SELECT count(DISTINCT annotator) FROM ratings WHERE task_id = $task) AS n_ratings "
-            "FROM rating_tasks t WHERE t.task_id = $task",
-            {"task": task_id},
-        )
-        return task
-
-    def _refusal(self, view: dict | None, annotator: str, at) -> str | None:
-        """Why the task behind `view` takes no rating from `annotator` at time `at` (a _REFUSALS code), or
-        None. Full means its ratings plus other annotators' live leases reach its required count."""
+    def _served(self, token: str, annotator: str, at) -> tuple[dict | None, str | None]:
+        """The task behind a view token with that view's order, and why it takes no rating from `annotator`
+        at time `at` (a _REFUSALS code) or None. Full means its ratings plus other annotators' live leases
+        reach its required count."""
+        view = self.rating_view(token)
         if view is None or view["annotator"] != annotator:
-            return "not_yours"
-        row = (
-            self.cursor()  # type: ignore[attr-defined]
-            .execute(
-                f"WITH {_taken('task_id = $task')} SELECT t.required_ratings, coalesce(c.taken, 0), "
-                "coalesce(c.mine, false) FROM rating_tasks t LEFT JOIN c USING (task_id) "
-                "WHERE t.task_id = $task",
-                {"who": annotator, "now": at, "task": view["task_id"]},
-            )
-            .fetchone()
+            return None, "not_yours"
+        rows = self._rows(  # type: ignore[attr-defined]
+            "SELECT t.task_id, t.campaign_id, t.batch, t.source_id, t.source, t.text_a, t.text_b, "
+            "t.required_ratings, r.n AS n_ratings, r.mine, l.leased FROM rating_tasks t, "
+            "(SELECT count(*) AS n, count(*) FILTER (WHERE annotator = $who) AS mine FROM ratings "
+            "WHERE task_id = $task) r, "
+            "(SELECT count(*) AS leased FROM rating_views WHERE task_id = $task AND leased_until > $now "
+            "AND annotator <> $who) l WHERE t.task_id = $task",
+            {"task": view["task_id"], "who": annotator, "now": at},
         )
-        if row is None:
-            return "not_yours"  # no such task any more
-        req, taken, mine = row
+        if not rows:
+            return None, "not_yours"  # no such task any more
+        task = rows[0] | {"shown_order": view["shown_order"]}
+        mine, leased = task.pop("mine"), task.pop("leased")
         if mine:
-            return "already_rated"
-        return "complete" if taken >= req else None
+            return task, "already_rated"
+        return task, "complete" if task["n_ratings"] + leased >= task["required_ratings"] else None
 
     def view_task(self, token: str, annotator: str, lease_seconds: float | None = None) -> dict | None:
         """The task behind a view token served to `annotator`, as next_task returns it, while it still takes
@@ -567,12 +569,12 @@ class RatingsMixin:
 
         def show(cur) -> dict | None:
             t = now()
-            view = self.rating_view(token)
-            if self._refusal(view, annotator, t) is not None:
+            task, code = self._served(token, annotator, t)
+            if code is not None:
                 return None
-            self._bump(cur, view["task_id"])
-            self._hold(cur, view["task_id"], annotator, t + delta)
-            return self._shown(self._task_row(view["task_id"]), view)
+            self._bump(cur, task["task_id"])
+            self._hold(cur, task["task_id"], annotator, t + delta)
+            return self._shown(task, {"token": token, "shown_order": task.pop("shown_order")})
 
         return self._rating_write(show)
 
@@ -614,12 +616,11 @@ class RatingsMixin:
         _check_annotator(annotator)
 
         def submit(cur) -> SubmitOutcome:
-            view = self.rating_view(token)
-            code = self._refusal(view, annotator, now())
+            task, code = self._served(token, annotator, now())
             if code is not None:
                 return SubmitOutcome(code, _REFUSALS[code])
-            self._bump(cur, view["task_id"])
-            rid = self._append_rating(cur, view["task_id"], annotator, sl, sr, view["shown_order"], False)
+            self._bump(cur, task["task_id"])
+            rid = self._append_rating(cur, task["task_id"], annotator, sl, sr, task["shown_order"], False)
             return SubmitOutcome("stored", "Rating stored.", rid)
 
         try:
