@@ -124,3 +124,22 @@ def test_engine_exceptions_are_distinct(tmp_path: Path):
     finally:
         held.close()
     assert issubclass(StoreBusy, RuntimeError) and not issubclass(StoreBusy, StoreDamaged)
+
+
+def test_second_store_in_a_process_is_not_called_damaged_and_keeps_the_lock(tmp_path: Path):
+    # While one Store writes, the blocks it allocated are not all in the file yet; a second Store of the same
+    # process must neither call the file truncated nor drop the lock that keeps other processes out.
+    db = _real_store(tmp_path / "grow.duckdb")
+    first = open_store(db, create=False)
+    try:
+        first.cursor().execute(
+            "CREATE TABLE filler AS SELECT range AS i, repeat('x', 200) AS s FROM range(200000)"
+        )
+        second = open_store(db, create=False)
+        assert second.query_value("SELECT count(*) FROM filler", []) == 200_000
+        second.close()
+        line = one_error_line(restgov("status", "--db", db, timeout=120))
+        assert "another restgov process" in line
+    finally:
+        first.close()
+    assert open_store(db, create=False).query_value("SELECT count(*) FROM filler", []) == 200_000

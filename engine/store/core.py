@@ -8,6 +8,7 @@ shard twice is a no-op. The schema is documented in engine/SCHEMA.md.
 from __future__ import annotations
 
 import json
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -139,19 +140,33 @@ def _check_folder(path: Path, create: bool) -> None:
         )
 
 
+# Store objects of this process per resolved file path: the truncation check reads the file only when none is
+# open (see _truncation).
+_OPEN: dict[str, int] = {}
+_OPEN_LOCK = threading.Lock()
 DUCKDB_HEADER_BYTES = 3 * 4096  # the file header and the two database headers before the first block
 
 
-def _truncation(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
-    """Why the file is shorter than the blocks its header lists, or None. A truncated copy can open and then
-    fail on the first table read from a missing block, after a command has started its work."""
-    ((block_size, total_blocks),) = con.execute(
-        "SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = current_database()"
-    ).fetchall()
-    need = DUCKDB_HEADER_BYTES + int(total_blocks) * int(block_size)
+def _truncation(path: Path) -> str | None:
+    """Why the file is shorter than the blocks its last checkpoint wrote, or None. A truncated copy can open
+    and then fail on the first table read from a missing block, after a command has started its work.
+
+    Read from the file's own database headers (at 4096 and 8192: checksum, iteration, meta block, free list,
+    block count, block size), not from pragma_database_size(): in a process that already has the file open,
+    the pragma counts blocks allocated in memory that the file does not hold yet.
+    """
     have = path.stat().st_size
-    if total_blocks and have < need:
-        return f"truncated: {have} bytes, where its header lists {total_blocks} blocks, {need} bytes in all"
+    if have < DUCKDB_HEADER_BYTES:
+        return None  # DuckDB itself refuses such a file when it opens it
+    with path.open("rb") as f:
+        head = f.read(DUCKDB_HEADER_BYTES)
+    headers = [struct.unpack_from("<QQqqQQ", head, off) for off in (4096, 8192)]
+    _, _, _, _, blocks, block_size = max(headers, key=lambda h: h[1])  # the newer iteration is the active one
+    if not (0 < block_size <= 1 << 30 and blocks < 1 << 40):
+        return None  # a header layout this check does not know: leave it to DuckDB
+    need = DUCKDB_HEADER_BYTES + blocks * block_size
+    if have < need:
+        return f"truncated: {have} bytes, where its header lists {blocks} blocks, {need} bytes in all"
     return None
 
 
@@ -190,23 +205,25 @@ class CoreStore:
                 f"cannot open {self.path}: it is a folder, not a DuckDB file: give a file name, "
                 f"e.g. {self.path / 'restgov.duckdb'}"
             )
+        self._key = str(self.path.resolve())
+        if self.path.exists() and not _OPEN.get(self._key):
+            if truncated := _truncation(self.path):
+                raise StoreDamaged(f"cannot open {self.path}: the file is damaged ({truncated}). {_RESTORE}")
         try:
             self._con = duckdb.connect(str(self.path))
         except duckdb.Error as e:
             raise _open_error(self.path, e) from e
         self._local = threading.local()
         try:
-            truncated = _truncation(self._con, self.path)
-            if not truncated:
-                for cls in reversed(type(self).__mro__):
-                    if "SCHEMA" in vars(cls):
-                        self._con.execute(vars(cls)["SCHEMA"])
+            for cls in reversed(type(self).__mro__):
+                if "SCHEMA" in vars(cls):
+                    self._con.execute(vars(cls)["SCHEMA"])
         except duckdb.Error as e:  # a file that opens but whose catalog or blocks cannot be read
             self._con.close()
             raise _open_error(self.path, e) from e
-        if truncated:
-            self._con.close()
-            raise StoreDamaged(f"cannot open {self.path}: the file is damaged ({truncated}). {_RESTORE}")
+        with _OPEN_LOCK:
+            _OPEN[self._key] = _OPEN.get(self._key, 0) + 1
+        self._closed = False
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cur", None)
@@ -239,6 +256,10 @@ class CoreStore:
 
     def close(self) -> None:
         self._con.close()
+        with _OPEN_LOCK:
+            if not self._closed:
+                self._closed = True
+                _OPEN[self._key] -= 1
 
     def _rows(self, sql: str, params: list | tuple = ()) -> list[dict]:
         cur = self.cursor().execute(sql, params)
