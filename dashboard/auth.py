@@ -61,7 +61,7 @@ PAGES: dict[str, dict] = {
     "reward-tests": dict(
         title="Reward tests",
         section="Audit",
-        file="app_pages/reward_tests.py",
+        file="app_pages/reward_tests_page.py",
         icon=":material/rule:",
         roles=("operator", "auditor"),
     ),

@@ -41,7 +41,7 @@ def test_each_page_checks_the_role_itself(empty_db):
 def test_auditor_sees_audit_pages_only(empty_db):
     at = app(empty_db, AUDITOR)
     assert [t.value for t in at.title] == ["Reward distributions"]
-    for page in ("drift", "agreement", "reward_tests"):
+    for page in ("drift", "agreement", "reward_tests_page"):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, page
     with pytest.raises(ValueError):
@@ -80,7 +80,7 @@ def test_store_path_is_shown_to_operators_only(empty_db):
 def test_governance_pages_render_on_a_real_campaign(campaign):
     db, cid, _ = campaign
     at = app(db, OPERATOR, cid)
-    for page in ("reward_tests", "drift", "agreement", "rate", "users"):
+    for page in ("reward_tests_page", "drift", "agreement", "rate", "users"):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, (page, at.exception)
         assert "needs store methods" not in texts(at, "info"), page

@@ -13,11 +13,11 @@ def test_reward_tests_page_runs_the_suite_in_the_background(synthetic):
     db, cid = synthetic
     store = _service(db).store
     at = app(db, AUDITOR, cid)
-    at.switch_page("app_pages/reward_tests.py").run()
+    at.switch_page("app_pages/reward_tests_page.py").run()
     assert not at.exception and "Read-only" in texts(at, "caption")
     assert not [b for b in at.button if b.label == "Run the suite"]  # auditors cannot start a run
     at = app(db, OPERATOR, cid)
-    at.switch_page("app_pages/reward_tests.py").run()
+    at.switch_page("app_pages/reward_tests_page.py").run()
     assert "never tested" in texts(at, "caption")
     at.number_input(key="rt_n").set_value(12)
     at = button(at, "Run the suite").click().run()
@@ -79,7 +79,7 @@ def test_reward_versions_and_runs_are_the_campaigns_own(rated):
     assert cfg_version and cfg_version not in ("v-rated", "v-refresh")
 
     at = app(db, AUDITOR, cid)
-    at.switch_page("app_pages/reward_tests.py").run()
+    at.switch_page("app_pages/reward_tests_page.py").run()
     assert not at.exception
     assert set(frame(at, "failed tests")["run_id"]) == {own, refresh}
     assert {o.split(" · ")[0] for o in at.selectbox(key="rt_pick").options} == {own, refresh}
@@ -96,7 +96,7 @@ def test_reward_test_options_clear_an_old_error_and_unknown_tests_are_refused(ra
 
     db, cid = rated
     at = app(db, OPERATOR, cid)
-    at.switch_page("app_pages/reward_tests.py").run()
+    at.switch_page("app_pages/reward_tests_page.py").run()
     at.radio(key="rt_kind").set_value("samples").run()
     at.number_input(key="rt_min_reward").set_value(2.0).run()
     at = button(at, "Run the suite").click().run()
