@@ -6,6 +6,12 @@ The order an annotator sees the two sides in is drawn with `secrets` the first t
 them and kept in `rating_views` with an opaque token, so a reload shows the same sides, nobody can recompute
 the order, and a submission takes the order from the store rather than from the page.
 
+Leases. Serving a task holds one of its places for the annotator (`rating_views.leased_until`), checked and
+taken in one transaction, so concurrent annotators spread over the tasks and none is handed out beyond its
+required count; a skip releases the place, a rating completes it, an abandoned page's hold runs out
+(`rating_lease_seconds`, 10 minutes). engine/SCHEMA.md, "Rating leases", says how the transaction is made
+atomic.
+
 Annotators are plain name strings here (engine/store/users.py holds the accounts).
 """
 
@@ -723,19 +729,19 @@ class RatingsMixin:
         )
 
     def open_tasks(self, cid: str, annotator: str) -> list[dict]:
-        """Tasks still short of ratings that `annotator` has not rated, with both sides and the source's
-        reference (what engine.ratings.simulate_ratings scores), in task order."""
+        """Tasks with a free place for `annotator` (short of ratings counting other annotators' live leases,
+        not rated by them), with both sides and the source's reference (what engine.ratings.simulate_ratings
+        scores), in task order."""
         return self._rows(  # type: ignore[attr-defined]
-            "WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, bool_or(annotator = $who) AS mine "
-            "FROM ratings GROUP BY task_id) "
+            f"WITH {_taken('true')} "
             "SELECT t.task_id, t.source_id, t.source, t.policy_a, t.text_a, t.policy_b, t.text_b, "
             "p.reference FROM rating_tasks t LEFT JOIN c USING (task_id) "
             "LEFT JOIN prompts p ON p.campaign_id = t.campaign_id "
             "AND p.split = coalesce(t.split, 'train') AND p.source_id = t.source_id "
-            "WHERE t.campaign_id = $cid AND coalesce(c.n, 0) < t.required_ratings "
+            "WHERE t.campaign_id = $cid AND coalesce(c.taken, 0) < t.required_ratings "
             "AND NOT coalesce(c.mine, false) "
             "ORDER BY t.task_id",
-            {"cid": cid, "who": annotator},
+            {"cid": cid, "who": annotator, "now": now()},
         )
 
     def progress(self, cid: str) -> dict:
