@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 USERS = {"olga": "operator", "ann": "annotator", "aud": "auditor"}
 PASSWORD = PASSWORDS | {"aud": "auditor-pass"}
+COOKIE = "restgov_session"
 # Campaign name -> (Grow steps of samples, sources per step, reward kind).
 CAMPAIGNS = {"alpha": (1, 40, "numeric"), "beta": (2, 20, "exact_match")}
 
@@ -170,6 +171,9 @@ def sign_in(tab, base: str, name: str, path: str = "") -> None:
     tab.get_by_role("textbox", name="Password").fill(PASSWORD[name])
     tab.get_by_role("button", name="Sign in").click()
     tab.get_by_text(f"Signed in as {name}").wait_for()
+    deadline = time.time() + 20  # the page hands the session cookie to the browser just after
+    while not any(c["name"] == COOKIE for c in tab.context.cookies()) and time.time() < deadline:
+        tab.wait_for_timeout(100)
 
 
 def choose(tab, key: str, name: str, cid: str, by_keyboard: bool) -> None:
@@ -187,6 +191,12 @@ def choose(tab, key: str, name: str, cid: str, by_keyboard: bool) -> None:
         tab.locator(f".st-key-{key} button[aria-label=Open]").click()
         tab.get_by_role("option", name=option).click()
     shows(tab, key, name, cid)
+    settled(tab)
+
+
+def settled(tab) -> None:
+    """Wait for the end of the app's script run (the page drawn in full, the previous run's elements gone)."""
+    tab.locator("[data-testid=stApp][data-test-script-state=notRunning]").wait_for()
 
 
 def shows(tab, key: str, name: str, cid: str) -> None:
@@ -255,7 +265,7 @@ def test_operator_switches_campaigns_on_every_page_with_a_picker(server, tab):
     # Stop alpha: its state then differs from beta's on every page that shows one, and the picker's label
     # says so in the same run.
     choose(tab, "campaigns_pick", "alpha", ids["alpha"], by_keyboard=False)
-    tab.get_by_role("button", name="Stop", exact=True).click()
+    tab.locator(".st-key-ctl_stop button:visible").click()  # a button with help has a hidden twin
     tab.locator(".st-key-campaigns_pick").get_by_text("Campaign · STOPPED", exact=True).wait_for()
     now = "alpha"
     for n, (path, link, heading, key, wants) in enumerate(PICKER_PAGES):
