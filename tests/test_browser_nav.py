@@ -20,8 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import test_browser
 from conftest import write_tiny_campaign
-from test_browser import DASHBOARD_CLI, PASSWORDS, Shots, _free_port, browser, sync_api  # noqa: F401
+from test_browser import DASHBOARD_CLI, PASSWORDS, _free_port, browser, sync_api  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -30,6 +31,17 @@ PASSWORD = PASSWORDS | {"aud": "auditor-pass"}
 COOKIE = "restgov_session"
 # Campaign name -> (Grow steps of samples, sources per step, reward kind).
 CAMPAIGNS = {"alpha": (1, 40, "numeric"), "beta": (2, 20, "exact_match")}
+
+
+class Shots(test_browser.Shots):
+    """test_browser's numbered screenshots, taken once the run has ended (and a chart has drawn) rather than
+    after a fixed half second."""
+
+    def __call__(self, label: str, pause: int = 100) -> None:
+        self.n += 1
+        settled(self.page)
+        self.page.wait_for_timeout(pause)
+        self.page.screenshot(path=str(self.dir / f"{self.n:02d}-{label}.png"))
 
 
 @pytest.fixture
@@ -283,7 +295,7 @@ def test_operator_switches_campaigns_on_every_page_with_a_picker(server, tab):
             want, other = (re.compile(w, re.M) for w in (wants if name == "alpha" else wants[::-1]))
             tab.get_by_text(want).first.wait_for()
             assert tab.get_by_text(other).count() == 0, (path, name)
-            tab.shots(f"{path}-{name}")
+            tab.shots(f"{path}-{name}", 500 if path == "distributions" else 100)
             assert chosen(tab, key) == f"{name} · {ids[name]}", (path, name)  # not snapped back
             seen[name] = tab.get_by_text(want).first.inner_text()
             now = name
@@ -301,7 +313,7 @@ def test_auditor_opens_distributions_by_url_and_the_choice_follows_to_every_page
     shows(tab, "dist_pick", "beta", ids["beta"])  # the newest campaign
     choose(tab, "dist_pick", "alpha", ids["alpha"], by_keyboard=True)
     tab.get_by_text(re.compile(PICKER_PAGES[3][4][0])).wait_for()
-    tab.shots("distributions-alpha")
+    tab.shots("distributions-alpha", 500)
     for path, link, heading, key, (want_alpha, _) in PICKER_PAGES[4:]:
         tab.get_by_role("link", name=link, exact=True).click()
         tab.get_by_role("heading", name=heading, exact=True).wait_for()
@@ -363,7 +375,6 @@ def test_local_mode_opens_every_page_by_url(server, tab):
         ("campaigns", "Campaigns"),
         ("rate", "Rate"),
         ("distributions", "Reward distributions"),
-        ("users", "Users"),
     ):
         tab.goto(f"{server['local']}/{path}")
         opened_by_url(tab, path, heading)
