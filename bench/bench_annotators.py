@@ -11,10 +11,12 @@ N annotator accounts signed in from N contexts of one headless Chromium (asyncio
 fast as the server answers, none waits for another), each scoring and submitting until the page says nothing
 is left, over `--browser-tasks` tasks needing `--required` ratings.
 
-For each load: ratings/s (rows stored over the wall time), seconds per submit (p50 and p95: `submit_view`
-for threads; the Submit click until its "Rating stored." / "Not stored" message for browsers), outcomes by
-kind, and the exact-count check read from the store: no task above its required count, no annotator twice
-on a task, rows stored == submits reported stored, and how many tasks ended complete.
+For each load: ratings/s (rows stored over the wall time; for browsers from the moment all are signed
+in), seconds per submit (p50 and p95: the `submit_view` call for threads; for browsers the Submit click
+until its "Rating stored." / "Not stored" message shows), outcomes by kind, and the exact-count check read
+from the store: no task above its required count, no annotator twice on a task, rows stored == submits
+reported stored (for browsers, annotator by annotator), and how many tasks ended complete. The load
+average (/proc/loadavg) is printed before and after.
 
     python bench/bench_annotators.py                       # 20 threads x 50 on 300 tasks x 3
     python bench/bench_annotators.py --browser 8           # and 8 browser annotators on 24 tasks x 3
@@ -195,26 +197,42 @@ def stop_dashboard(proc, log) -> None:
     log.close()
 
 
-async def _annotate(browser, base: str, name: str, limit: int, submit_s: list, shown: list) -> None:
+async def _idle(page) -> None:
+    """Wait for the page's script run to end (while it runs, the previous run's elements may still show)."""
+    await page.locator("[data-testid=stApp][data-test-script-state=notRunning]").wait_for()
+
+
+async def _score(page, view: str, side: str, score: int) -> None:
+    await page.locator(f".st-key-rate_{side}_{view} button", has_text=str(score)).first.click()
+    chosen = f'.st-key-rate_{side}_{view} button[aria-checked="true"]'
+    await page.locator(chosen, has_text=str(score)).first.wait_for()
+    await _idle(page)
+
+
+async def _annotate(browser, base, name, limit, start, submit_s, shown) -> None:
+    """One annotator: sign in, wait for everyone (`start`), then score and submit each task the page shows
+    until nothing is left; returns when done."""
     ctx = await browser.new_context(viewport={"width": 1200, "height": 1600})
     page = await ctx.new_page()
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(120_000)
     await page.goto(base + "/")
     await page.get_by_label("User name").fill(name)
     await page.get_by_role("textbox", name="Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in").click()
     await page.get_by_role("heading", name="Rate").wait_for()
+    await start.wait()
     rng = random.Random(name)
     for k in range(1, limit + 1):
+        await _idle(page)
         box = page.locator('[class*="st-key-rate_submit_"]').or_(page.get_by_text("Nothing left to rate"))
         await box.first.wait_for()
         m = re.search(r"st-key-rate_submit_([0-9a-f]+)", await box.first.get_attribute("class") or "")
         if m is None:
             break
         view = m.group(1)
-        await page.locator(f".st-key-rate_left_{view} button", has_text=str(rng.randrange(7))).click()
-        await page.locator(f".st-key-rate_right_{view} button", has_text=str(rng.randrange(7))).click()
-        button = page.locator(f".st-key-rate_submit_{view} button:enabled")
+        await _score(page, view, "left", rng.randrange(7))
+        await _score(page, view, "right", rng.randrange(7))
+        button = page.locator(f".st-key-rate_submit_{view} button:enabled").first
         await button.wait_for()
         t0 = time.perf_counter()
         await button.click()
@@ -234,8 +252,11 @@ async def _browsers(base: str, names: list[str], limit: int) -> tuple[list, list
         browser = await pw.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-quic"]
         )
+        start = asyncio.Barrier(len(names) + 1)  # timing starts once every annotator is signed in
+        runs = asyncio.gather(*(_annotate(browser, base, n, limit, start, submit_s, shown) for n in names))
+        await start.wait()
         t0 = time.perf_counter()
-        await asyncio.gather(*(_annotate(browser, base, n, limit, submit_s, shown) for n in names))
+        await runs
         wall = time.perf_counter() - t0
         await browser.close()
     return submit_s, shown, wall
