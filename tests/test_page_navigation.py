@@ -109,6 +109,9 @@ def test_campaign_picker_keeps_a_choice_and_carries_it_to_other_pages(two_campai
     assert pick.value == alpha and pick.label == "Campaign · CREATED"
     at = at.button(key="ctl_stop").click().run()  # Stop: the label follows in the same run
     assert at.selectbox(key="campaigns_pick").label == "Campaign · STOPPED"
+    at.session_state["cid"] = beta  # chosen elsewhere (a campaign just created selects itself this way)
+    assert at.run().selectbox(key="campaigns_pick").value == beta
+    at = at.selectbox(key="campaigns_pick").set_value(alpha).run()
     for page, key in (("distributions", "dist_pick"), ("drift", "drift_pick"), ("stopping", "stop_pick")):
         at = at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception and at.selectbox(key=key).value == alpha, page
