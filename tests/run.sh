@@ -12,4 +12,6 @@ python -m pip install -q -e '.[test]'
 ruff check .            # lint, line length 110 included
 ruff format --check .   # formatting
 # The demo recipes end to end (marker `demo`, 4 minutes) run on request: bash tests/run.sh -m demo
-python -m pytest -q --durations=20 -m "not demo" "$@"
+# Two test processes (RESTGOV_TEST_WORKERS, 0 for one process), each taking whole files so that a module's
+# fixtures are built once; the workers each campaign starts use one torch thread on a machine this small.
+python -m pytest -q --durations=20 -n "${RESTGOV_TEST_WORKERS:-2}" --dist loadfile -m "not demo" "$@"

@@ -8,6 +8,7 @@ shard twice is a no-op. The schema is documented in engine/SCHEMA.md.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import threading
 import time
@@ -140,26 +141,27 @@ def _check_folder(path: Path, create: bool) -> None:
         )
 
 
-# Store objects of this process per resolved file path: the truncation check reads the file only when none is
-# open (see _truncation).
+# Store objects of this process per resolved file path, and one read descriptor per path kept open while any
+# is: closing a descriptor of a file drops every POSIX lock this process holds on it, DuckDB's included, so
+# the truncation check reads through a descriptor that is closed only after the last connection.
 _OPEN: dict[str, int] = {}
+_FDS: dict[str, int] = {}
 _OPEN_LOCK = threading.Lock()
 DUCKDB_HEADER_BYTES = 3 * 4096  # the file header and the two database headers before the first block
 
 
-def _truncation(path: Path) -> str | None:
-    """Why the file is shorter than the blocks its last checkpoint wrote, or None. A truncated copy can open
-    and then fail on the first table read from a missing block, after a command has started its work.
+def _truncation(fd: int) -> str | None:
+    """Why the file open as `fd` is shorter than the blocks its last checkpoint wrote, or None. A truncated
+    copy can open and then fail on the first table read from a missing block, after a command has started.
 
     Read from the file's own database headers (at 4096 and 8192: checksum, iteration, meta block, free list,
-    block count, block size), not from pragma_database_size(): in a process that already has the file open,
-    the pragma counts blocks allocated in memory that the file does not hold yet.
+    block count, block size), not from pragma_database_size(), which also counts blocks allocated in memory
+    and not written yet. Call it while holding DuckDB's lock on the file, so no other process is writing it.
     """
-    have = path.stat().st_size
+    have = os.fstat(fd).st_size
     if have < DUCKDB_HEADER_BYTES:
         return None  # DuckDB itself refuses such a file when it opens it
-    with path.open("rb") as f:
-        head = f.read(DUCKDB_HEADER_BYTES)
+    head = os.pread(fd, DUCKDB_HEADER_BYTES, 0)
     headers = [struct.unpack_from("<QQqqQQ", head, off) for off in (4096, 8192)]
     _, _, _, _, blocks, block_size = max(headers, key=lambda h: h[1])  # the newer iteration is the active one
     if not (0 < block_size <= 1 << 30 and blocks < 1 << 40):
@@ -206,24 +208,28 @@ class CoreStore:
                 f"e.g. {self.path / 'restgov.duckdb'}"
             )
         self._key = str(self.path.resolve())
-        if self.path.exists() and not _OPEN.get(self._key):
-            if truncated := _truncation(self.path):
-                raise StoreDamaged(f"cannot open {self.path}: the file is damaged ({truncated}). {_RESTORE}")
         try:
             self._con = duckdb.connect(str(self.path))
         except duckdb.Error as e:
             raise _open_error(self.path, e) from e
         self._local = threading.local()
+        with _OPEN_LOCK:
+            first = not _OPEN.get(self._key)
+            _OPEN[self._key] = _OPEN.get(self._key, 0) + 1
+            if first:
+                _FDS[self._key] = os.open(self.path, os.O_RDONLY)
+        self._closed = False
         try:
+            # Only the first Store of this process checks: later ones share its in-memory database.
+            if first and (truncated := _truncation(_FDS[self._key])):
+                self.close()
+                raise StoreDamaged(f"cannot open {self.path}: the file is damaged ({truncated}). {_RESTORE}")
             for cls in reversed(type(self).__mro__):
                 if "SCHEMA" in vars(cls):
                     self._con.execute(vars(cls)["SCHEMA"])
         except duckdb.Error as e:  # a file that opens but whose catalog or blocks cannot be read
-            self._con.close()
+            self.close()
             raise _open_error(self.path, e) from e
-        with _OPEN_LOCK:
-            _OPEN[self._key] = _OPEN.get(self._key, 0) + 1
-        self._closed = False
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cur", None)
@@ -260,6 +266,8 @@ class CoreStore:
             if not self._closed:
                 self._closed = True
                 _OPEN[self._key] -= 1
+                if not _OPEN[self._key]:
+                    os.close(_FDS.pop(self._key))
 
     def _rows(self, sql: str, params: list | tuple = ()) -> list[dict]:
         cur = self.cursor().execute(sql, params)
