@@ -187,6 +187,8 @@ def require_page(key: str) -> dict:
             f"you are {who}."
         )
         st.stop()
+    if key != "rate" and st.session_state.pop("rate_holds", False):
+        service().store.release_leases(user["name"])  # left the Rate page: its task's place is free again
     return user
 
 

@@ -187,19 +187,22 @@ def panel(svc, cid: str) -> None:
             st.plotly_chart(charts.loss(points), key="loss_chart")
         st_ = queries.status(cid, queries.stamp(cid))
         st.markdown("**Per-step table** (row grow 0 is the BC baseline)")
-        st.dataframe(
-            [{k: s.get(k) for k in STEP_COLUMNS} for s in st_["steps"]],
-            hide_index=True,
-            key="step_table",
-            column_config={  # the filter counts every pair of D_g: generated and original pairs of D
-                "kept": st.column_config.NumberColumn("kept (pairs of D_g)"),
-                "n_total": st.column_config.NumberColumn("pairs in D_g"),
-            },
-        )
-        st.caption(
-            "kept and pairs in D_g count every pair of the Grow step, the original pairs of D mixed in "
-            "included; Reward distributions splits them into generated candidates and original pairs."
-        )
+        if not st_["steps"]:
+            st.info("No step has finished yet: a row appears when the BC baseline and each Improve end.")
+        else:
+            st.dataframe(
+                [{k: s.get(k) for k in STEP_COLUMNS} for s in st_["steps"]],
+                hide_index=True,
+                key="step_table",
+                column_config={  # the filter counts every pair of D_g: generated and original pairs of D
+                    "kept": st.column_config.NumberColumn("kept (pairs of D_g)"),
+                    "n_total": st.column_config.NumberColumn("pairs in D_g"),
+                },
+            )
+            st.caption(
+                "kept and pairs in D_g count every pair of the Grow step, the original pairs of D mixed in "
+                "included; Reward distributions splits them into generated candidates and original pairs."
+            )
         fin = st_["final"]
         if fin["mean_reward"]:
             st.markdown(

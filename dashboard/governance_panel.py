@@ -401,7 +401,7 @@ def divergence(store, cid: str, status: dict, metrics: list[tuple[str, str]], fl
         samples = audit_metrics(store.campaign(cid)["config"], "samples")
         st.plotly_chart(charts.grow_divergence(grows, samples), key="gov_grows")
     else:
-        st.info("No Grow step has generated samples yet.")
+        st.info("No Grow step has finished yet: this chart shows finished Grow steps only.")
 
 
 def final_section(store, cid: str, status: dict, metrics: list[str]) -> None:

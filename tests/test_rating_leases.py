@@ -127,6 +127,8 @@ def test_a_served_task_is_held_and_a_reload_shows_it_again(small):
     other = store.next_task("bob")
     assert other["task_id"] != t["task_id"]  # the only place of ann's task is hers while she holds it
     assert store.next_task("cid") is None  # both tasks held: nothing for a third annotator now
+    # The Rate page's progress line agrees: nothing left for the third, one (her own held task) for ann.
+    assert store.annotator_progress("cid")["left"] == 0 and store.annotator_progress("ann")["left"] == 1
     again = store.next_task("ann")  # a reload: same task, same sides, same token
     assert {k: again[k] for k in ("task_id", "view", "text_left", "text_right", "shown_order")} == {
         k: t[k] for k in ("task_id", "view", "text_left", "text_right", "shown_order")
@@ -206,3 +208,13 @@ def test_a_store_from_before_leases_gets_its_columns_and_serves(tmp_path):
     assert store.next_task("bob")["task_id"] == 1  # one place of two held: the other is free
     assert store.next_task("cid") is None
     store.close()
+
+
+def test_leaving_the_rate_page_releases_the_place_at_once(small):
+    store = small
+    held = store.next_task("ann")
+    other = store.next_task("bob")
+    assert store.next_task("cid") is None  # both places held
+    store.release_leases("ann")  # what the dashboard calls when ann opens another page
+    assert _lease(store, held["view"]) is None and _lease(store, other["view"]) is not None
+    assert store.next_task("cid")["task_id"] == held["task_id"]

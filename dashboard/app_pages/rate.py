@@ -42,6 +42,7 @@ if task is None:
         st.rerun()
     st.stop()
 view = task["view"]
+st.session_state.rate_holds = True  # this session holds the task's place until it rates, skips or leaves
 st.caption(f"{task['n_ratings']} of {task['required_ratings']} ratings so far")
 rate_panel.task_panel(task)
 rate_panel.missing_note(view)

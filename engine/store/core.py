@@ -8,8 +8,6 @@ shard twice is a no-op. The schema is documented in engine/SCHEMA.md.
 from __future__ import annotations
 
 import json
-import os
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -141,34 +139,30 @@ def _check_folder(path: Path, create: bool) -> None:
         )
 
 
-# Store objects of this process per resolved file path, and one read descriptor per path kept open while any
-# is: closing a descriptor of a file drops every POSIX lock this process holds on it, DuckDB's included, so
-# the truncation check reads through a descriptor that is closed only after the last connection.
+# Store objects of this process per resolved file path: only the first checks the file for truncation (later
+# ones share its in-memory database, whose block counts include blocks not written yet).
 _OPEN: dict[str, int] = {}
-_FDS: dict[str, int] = {}
 _OPEN_LOCK = threading.Lock()
 DUCKDB_HEADER_BYTES = 3 * 4096  # the file header and the two database headers before the first block
 
 
-def _truncation(fd: int) -> str | None:
-    """Why the file open as `fd` is shorter than the blocks its last checkpoint wrote, or None. A truncated
-    copy can open and then fail on the first table read from a missing block, after a command has started.
+def _truncation(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
+    """Why the file is too short to hold the blocks in use, or None. A truncated copy can open and then fail
+    on the first table read from a missing block, after a command has started its work.
 
-    Read from the file's own database headers (at 4096 and 8192: checksum, iteration, meta block, free list,
-    block count, block size), not from pragma_database_size(), which also counts blocks allocated in memory
-    and not written yet. Call it while holding DuckDB's lock on the file, so no other process is writing it.
+    Only blocks in use count: a file may legitimately end before free blocks at its tail, so a file shorter
+    than all its blocks is not damaged by itself. Call it on a connection just opened, the first of this
+    process on the file.
     """
-    have = os.fstat(fd).st_size
-    if have < DUCKDB_HEADER_BYTES:
-        return None  # DuckDB itself refuses such a file when it opens it
-    head = os.pread(fd, DUCKDB_HEADER_BYTES, 0)
-    headers = [struct.unpack_from("<QQqqQQ", head, off) for off in (4096, 8192)]
-    _, _, _, _, blocks, block_size = max(headers, key=lambda h: h[1])  # the newer iteration is the active one
-    if not (0 < block_size <= 1 << 30 and blocks < 1 << 40):
-        return None  # a header layout this check does not know: leave it to DuckDB
-    need = DUCKDB_HEADER_BYTES + blocks * block_size
-    if have < need:
-        return f"truncated: {have} bytes, where its header lists {blocks} blocks, {need} bytes in all"
+    ((block_size, total, free),) = con.execute(
+        "SELECT block_size, total_blocks, free_blocks FROM pragma_database_size() "
+        "WHERE database_name = current_database()"
+    ).fetchall()
+    used = int(total) - int(free)
+    need = DUCKDB_HEADER_BYTES + used * int(block_size)
+    have = path.stat().st_size
+    if used > 0 and have < need:
+        return f"truncated: {have} bytes, where its {used} blocks in use need {need} bytes"
     return None
 
 
@@ -216,12 +210,9 @@ class CoreStore:
         with _OPEN_LOCK:
             first = not _OPEN.get(self._key)
             _OPEN[self._key] = _OPEN.get(self._key, 0) + 1
-            if first:
-                _FDS[self._key] = os.open(self.path, os.O_RDONLY)
         self._closed = False
         try:
-            # Only the first Store of this process checks: later ones share its in-memory database.
-            if first and (truncated := _truncation(_FDS[self._key])):
+            if first and (truncated := _truncation(self._con, self.path)):
                 self.close()
                 raise StoreDamaged(f"cannot open {self.path}: the file is damaged ({truncated}). {_RESTORE}")
             for cls in reversed(type(self).__mro__):
@@ -266,8 +257,6 @@ class CoreStore:
             if not self._closed:
                 self._closed = True
                 _OPEN[self._key] -= 1
-                if not _OPEN[self._key]:
-                    os.close(_FDS.pop(self._key))
 
     def _rows(self, sql: str, params: list | tuple = ()) -> list[dict]:
         cur = self.cursor().execute(sql, params)

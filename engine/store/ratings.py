@@ -604,6 +604,20 @@ class RatingsMixin:
 
         self._rating_write(skip)
 
+    def release_leases(self, annotator: str) -> None:
+        """End every live lease of this annotator (they left the Rate page): the places go to others at once
+        instead of when the lease runs out. Their views stay, so coming back shows a task again."""
+        _check_annotator(annotator)
+
+        def release(cur) -> None:
+            cur.execute(
+                "UPDATE rating_views SET leased_until = NULL "
+                "WHERE annotator = ? AND leased_until IS NOT NULL",
+                [annotator],
+            )
+
+        self._rating_write(release)
+
     def skip_view(self, token: str, annotator: str) -> None:
         """skip_task for the task behind a view token served to this annotator (what the Rate page calls)."""
         self.skip_task(self._own_view(token, annotator)["task_id"], annotator)

@@ -6,7 +6,8 @@ can) and returns at most a few thousand rows however many candidates the step ho
 
 from __future__ import annotations
 
-from .core import _named
+from .core import _named, now
+from .ratings import _taken
 
 
 def _tau_params(taus: list[float]) -> tuple[str, dict]:
@@ -273,19 +274,19 @@ class ViewsMixin:
     # ---------------------------------------------------------------- rating progress (the Rate page)
     def annotator_progress(self, annotator: str, skipped_since=None) -> dict:
         """What one annotator sees as progress: tasks rated (ever), skipped since `skipped_since` (None:
-        ever), and open tasks still left for them (not full, not rated nor skipped by them)."""
-        sql = """
-        WITH c AS (SELECT task_id, count(DISTINCT annotator) AS n, bool_or(annotator = $who) AS mine
-                   FROM ratings GROUP BY task_id),
+        ever), and open tasks still left for them: with a free place counting other annotators' live leases
+        (the places next_task can give them), not rated nor skipped by them."""
+        sql = f"""
+        WITH {_taken("true")},
         k AS (SELECT DISTINCT task_id FROM rating_skips WHERE annotator = $who
               AND ($since::TIMESTAMP IS NULL OR ts >= $since::TIMESTAMP))
         SELECT (SELECT count(*) FROM ratings WHERE annotator = $who) AS rated,
                (SELECT count(*) FROM k) AS skipped,
                (SELECT count(*) FROM rating_tasks t LEFT JOIN c USING (task_id)
-                WHERE coalesce(c.n, 0) < t.required_ratings AND NOT coalesce(c.mine, false)
+                WHERE coalesce(c.taken, 0) < t.required_ratings AND NOT coalesce(c.mine, false)
                   AND t.task_id NOT IN (SELECT task_id FROM k)) AS left
         """
-        return self._rows(sql, {"who": annotator, "since": skipped_since})[0]
+        return self._rows(sql, {"who": annotator, "since": skipped_since, "now": now()})[0]
 
     # ---------------------------------------------------------------- reward-model versions, unit tests
     def campaign_reward_versions(self, cid: str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
