@@ -164,7 +164,7 @@ class Shots:
 def page(browser, request):
     ctx = browser.new_context(viewport={"width": 1400, "height": 2200})
     pg = ctx.new_page()
-    pg.set_default_timeout(30_000)
+    pg.set_default_timeout(60_000)
     pg.shots = Shots(pg, request.node.name)
     yield pg
     ctx.close()

@@ -125,7 +125,7 @@ def test_concurrent_annotators_fill_every_task_exactly_and_each_click_is_stored(
     pages = {}
     for name, ctx in zip(ANNOTATORS, contexts):
         pages[name] = ctx.new_page()
-        pages[name].set_default_timeout(30_000)
+        pages[name].set_default_timeout(60_000)
         _sign_in(pages[name], base, name)
     clicks = {name: 0 for name in ANNOTATORS}
     shown: dict[str, list[str]] = {name: [] for name in ANNOTATORS}

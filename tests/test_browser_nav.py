@@ -49,7 +49,7 @@ def tab(browser, request):  # noqa: F811
     """A browser tab of its own context (cookies), with numbered screenshots (test_browser.Shots)."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 2200})
     tab = ctx.new_page()
-    tab.set_default_timeout(30_000)
+    tab.set_default_timeout(60_000)
     tab.shots = Shots(tab, request.node.name)
     yield tab
     ctx.close()

@@ -42,7 +42,7 @@ def test_annotator_demoted_while_her_tab_is_open_is_refused_at_the_next_click(se
     ctx = browser.new_context(viewport=VIEWPORT)
     try:
         op = ctx.new_page()
-        op.set_default_timeout(30_000)
+        op.set_default_timeout(60_000)
         op.goto(base + "/")
         op.get_by_label("User name").fill("olga")
         op.get_by_role("textbox", name="Password").fill(PASSWORDS["olga"])
@@ -103,7 +103,7 @@ def test_signed_out_session_cookie_replayed_in_a_fresh_browser_is_refused(server
         ctx = browser.new_context(viewport=VIEWPORT)
         ctx.add_cookies([c])
         pg = ctx.new_page()
-        pg.set_default_timeout(30_000)
+        pg.set_default_timeout(60_000)
         pg.goto(base + "/users")
         return ctx, pg
 
