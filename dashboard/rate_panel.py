@@ -106,11 +106,24 @@ FROM_SAMPLES, FROM_VALIDATION = "Grow samples (training sources)", "Validation o
 
 def create_tasks_form(store, cid: str | None) -> None:
     """Operators: pair two policies' outputs on the same sources into rating tasks (sides drawn per task)."""
-    policies = ["reference"] + [c["policy"] for c in store.checkpoints(cid)] if cid else []
     origin = st.radio("Candidates from", (FROM_SAMPLES, FROM_VALIDATION), horizontal=True, key="rate_origin")
+    # Only policies with outputs of that kind are offered, so every pair offered can be built; the default
+    # pair is BC (or the reference) against the latest checkpoint.
+    kind = "validation" if origin == FROM_VALIDATION else "samples"
+    have = store.rateable_policies(cid)[kind] if cid else []
+    if not have:
+        st.caption(
+            "No policy has "
+            + ("validation outputs" if origin == FROM_VALIDATION else "generated samples")
+            + " in this campaign yet."
+        )
+        return
+    policies = ["reference", *have]
     c1, c2, c3, c4 = st.columns(4)
-    pa = c1.selectbox("Baseline policy", policies, index=min(1, len(policies) - 1), key="rate_pa")
-    pb = c2.selectbox("Policy under review", policies, index=len(policies) - 1, key="rate_pb")
+    base = "base" if "base" in have and len(have) > 1 else "reference"
+    pa = c1.selectbox("Baseline policy", policies, index=policies.index(base), key="rate_pa")
+    others = [p for p in policies if p != pa]
+    pb = c2.selectbox("Policy under review", others, index=len(others) - 1, key="rate_pb")
     n = c3.number_input("Tasks", 1, 1000, 20, key="rate_n")
     req = c4.number_input("Ratings per task", 1, 10, 3, key="rate_req")
     st.caption(

@@ -483,9 +483,12 @@ def test_operator_builds_validation_tasks_from_the_rate_page(empty_db: Path, tmp
     )
     at = app(empty_db, OPERATOR, "ops")
     at.switch_page("app_pages/rate.py").run()
-    at.radio(key="rate_origin").set_value("Validation outputs (greedy)")
-    at.selectbox(key="rate_pa").set_value("base")
-    at.selectbox(key="rate_pb").set_value(NEW)
+    # No Grow samples in this campaign: the samples form offers no pair and says why.
+    assert "No policy has generated samples in this campaign yet." in texts(at, "caption")
+    at = at.radio(key="rate_origin").set_value("Validation outputs (greedy)").run()
+    # Only policies with validation outputs are offered; the default pair is BC vs the latest checkpoint.
+    assert list(at.selectbox(key="rate_pa").options) == ["reference", "base", NEW]
+    assert at.selectbox(key="rate_pa").value == "base" and at.selectbox(key="rate_pb").value == NEW
     at = at.number_input(key="rate_n").set_value(3).run()
     at = at.button(key="rate_create").click().run()
     assert not at.exception and "3 tasks created." in texts(at, "success")

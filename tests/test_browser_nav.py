@@ -200,8 +200,16 @@ def choose(tab, key: str, name: str, cid: str, by_keyboard: bool) -> None:
         tab.locator("[role=option][data-focused=true]", has_text=option).wait_for()
         tab.keyboard.press("Enter")
     else:
-        tab.locator(f".st-key-{key} button[aria-label=Open]").click()
-        tab.get_by_role("option", name=option).click()
+        # A click that lands while the page is being redrawn can be lost: open the list again until it shows.
+        item = tab.get_by_role("option", name=option)
+        for _ in range(5):
+            tab.locator(f".st-key-{key} button[aria-label=Open]").click()
+            try:
+                item.wait_for(timeout=10_000)
+                break
+            except sync_api.Error:
+                settled(tab)
+        item.click()
     shows(tab, key, name, cid)
     settled(tab)
 
