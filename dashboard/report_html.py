@@ -29,6 +29,19 @@ STEP_COLUMNS = [
     "kept_mean_reward",
     "val_reward",
 ]
+# Columns of store.reward_versions shown per reward-model version (the Drift page adds path and registration).
+REWARD_VERSION_COLUMNS = [
+    "version",
+    "name",
+    "kind",
+    "used_in_grows",
+    "n_samples",
+    "verdict",
+    "failed_tests",
+    "tested_at",
+    "n_runs",
+    "latest_run",
+]
 EVENT_FLAGS = ("gate", "drift_alarm", "reward_tests", "criteria", "request")
 CSS = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto;
@@ -386,18 +399,7 @@ def build_audit_report(store, cid: str) -> str:
     parts.append(
         table(
             store.reward_versions(cid, versions),
-            [
-                "version",
-                "name",
-                "kind",
-                "used_in_grows",
-                "n_samples",
-                "verdict",
-                "failed_tests",
-                "tested_at",
-                "n_runs",
-                "latest_run",
-            ],
+            REWARD_VERSION_COLUMNS,
             row_class=lambda r: "fail" if r["verdict"] == "fail" else None,
             empty="No reward version recorded.",
         )

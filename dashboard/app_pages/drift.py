@@ -10,7 +10,13 @@ import streamlit as st
 
 from dashboard import queries
 from dashboard.auth import require_page
-from dashboard.report_html import build_audit_report, campaign_versions, drift_table_rows, drift_thresholds
+from dashboard.report_html import (
+    REWARD_VERSION_COLUMNS,
+    build_audit_report,
+    campaign_versions,
+    drift_table_rows,
+    drift_thresholds,
+)
 from dashboard.service import service
 
 require_page("drift")
@@ -95,20 +101,7 @@ else:
         ],
         hide_index=True,
         key="drift_versions",
-        column_order=[
-            "version",
-            "name",
-            "kind",
-            "used_in_grows",
-            "n_samples",
-            "verdict",
-            "failed_tests",
-            "tested_at",
-            "n_runs",
-            "latest_run",
-            "path",
-            "registered_at",
-        ],
+        column_order=[*REWARD_VERSION_COLUMNS, "path", "registered_at"],
     )
 
 st.subheader("Event log")
