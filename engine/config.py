@@ -168,6 +168,12 @@ class PolicyConfig:
         "What the policy sees before it writes the answer and EOS; must contain {source}. A short plain "
         "separator, since a scratch policy has no chat format to follow.",
     )
+    chat_template: bool = doc(
+        False,
+        "Wrap the filled prompt_template in the tokenizer's chat template as one user turn, with the "
+        "assistant turn opened (add_generation_prompt), for instruct models. Off: a scratch or base model "
+        "has no chat format; the tokenizer must have one when on.",
+    )
 
     def __post_init__(self) -> None:
         _check(
@@ -237,6 +243,7 @@ class DataConfig:
 
 REWARD_KINDS = ("hf", "callable", "exact_match", "numeric", "chrf", "minilm")
 REWARD_FORMATS = ("auto", "chat", "text", "pair")
+GROW_BACKENDS = ("hf", "vllm", "auto")
 
 
 def _check_provider(p: Any, table: str) -> None:
@@ -340,6 +347,18 @@ class GrowConfig:
         "Sources per Parquet shard: the unit a resumed Grow restarts from. 256 sources at K = 8 took 6 to "
         "39 s on 2 CPU cores in bench/RESULTS.md, so a crash loses little and the file count stays low.",
     )
+    batch_tokens: int | None = doc(
+        None,
+        "Cap on sequences x (prompt + max_new_tokens) tokens per generate call, on top of batch_size: long "
+        "prompts then get smaller batches, so a Grow batch's memory stays bounded. Not set: batch_size alone.",
+    )
+    backend: str = doc(
+        "hf",
+        "Sampler of Grow, evaluation and Best-of-N. hf: transformers generate, anywhere. vllm: vLLM's offline "
+        "LLM.generate, needs CUDA and `pip install restgov[vllm]` (refused at load otherwise). auto: vllm "
+        "when both are present, else hf. hf by default: the same sampler on every machine.",
+        choices=GROW_BACKENDS,
+    )
 
     def __post_init__(self) -> None:
         _check(
@@ -350,9 +369,44 @@ class GrowConfig:
         _check(self.max_new_tokens >= 1, "grow.max_new_tokens", self.max_new_tokens, "must be >= 1")
         _check(self.batch_size >= 1, "grow.batch_size", self.batch_size, "must be >= 1")
         _check(self.shard_sources >= 1, "grow.shard_sources", self.shard_sources, "must be >= 1")
+        _check(
+            self.batch_tokens is None or self.batch_tokens >= 1,
+            "grow.batch_tokens",
+            self.batch_tokens,
+            "must be >= 1",
+        )
+        _check(self.backend in GROW_BACKENDS, "grow.backend", self.backend, f"one of {list(GROW_BACKENDS)}")
 
 
 FILTER_RULES = ("thresholds", "percentile", "interpolation", "quantile", "binary")
+
+
+@dataclass
+class LoraSpec:
+    """[improve.lora]: train low-rank adapters (peft) instead of every weight of the policy."""
+
+    r: int = doc(
+        8,
+        "Rank of each adapter. 8: a common small default; the adapters stay a tiny share of a large policy.",
+    )
+    alpha: float = doc(16.0, "Scale of the adapter's output is alpha / r. 16 = 2 r, the usual choice.")
+    dropout: float = doc(0.05, "Dropout on the adapter's input while training, in [0, 1). 0.05: light.")
+    target_modules: list[str] | None = doc(
+        None,
+        "Names of the linear layers that get adapters (e.g. ['q_proj', 'v_proj']). Not set: peft's choice "
+        "for the architecture (it knows Llama, Qwen2, GPT-2, GPT-NeoX, T5, BART and more).",
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.r >= 1, "improve.lora.r", self.r, "must be >= 1")
+        _check(self.alpha > 0, "improve.lora.alpha", self.alpha, "must be > 0")
+        _check(0 <= self.dropout < 1, "improve.lora.dropout", self.dropout, "must be in [0, 1)")
+        _check(
+            self.target_modules is None or len(self.target_modules) > 0,
+            "improve.lora.target_modules",
+            self.target_modules,
+            "must not be empty (leave it out for peft's choice)",
+        )
 
 
 @dataclass
@@ -449,8 +503,24 @@ class ImproveConfig:
         "above every reward of one Grow is no reason to lose the campaign.",
         choices=("skip", "stop"),
     )
+    lora: LoraSpec | None = doc(
+        None,
+        "[improve.lora]: fine-tune adapters (peft) instead of all weights; checkpoints are saved as "
+        "adapters over the base policy. Not set: full fine-tuning, which suits the tiny demo policies.",
+    )
+    grad_accum: int = doc(
+        1,
+        "Micro-batches accumulated per optimizer step (batch_size pairs each): a large effective batch "
+        "on a small GPU. 1: one micro-batch per step.",
+    )
+    gradient_checkpointing: bool = doc(
+        False,
+        "Recompute activations in the backward pass to save memory on a large policy, at about a third more "
+        "compute. Off: the demo policies are small.",
+    )
 
     def __post_init__(self) -> None:
+        _check(self.grad_accum >= 1, "improve.grad_accum", self.grad_accum, "must be >= 1")
         _check(self.on_empty in ("skip", "stop"), "improve.on_empty", self.on_empty, "'skip' or 'stop'")
         _check(self.rule in FILTER_RULES, "improve.rule", self.rule, f"one of {list(FILTER_RULES)}")
         _check(len(self.thresholds) > 0, "improve.thresholds", self.thresholds, "must not be empty")
@@ -745,6 +815,40 @@ class GatesConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """[cluster]: run Grow shards as Ray tasks (`pip install restgov[ray]`)."""
+
+    address: str | None = doc(
+        None,
+        "Ray cluster: 'local' (start one on this machine), 'auto' (join the cluster this machine belongs "
+        "to) or 'ray://host:10001'. Not set: shards run in the worker process and Ray is never imported.",
+    )
+    shared_dir: str | None = doc(
+        None,
+        "Folder every Ray node can read and write (a shared filesystem path) where shard files are written "
+        "before the controller ingests them. Not set: the campaign's run folder, right for 'local' only.",
+    )
+    num_cpus: float = doc(1.0, "CPUs each shard task asks Ray for. 1: one torch thread per shard task.")
+    num_gpus: float = doc(0.0, "GPUs each shard task asks Ray for; 0 runs shards on CPU nodes.")
+    max_retries: int = doc(
+        3,
+        "Times Ray reruns a shard task whose worker or node died. A shard is immutable and keyed by its "
+        "number, so a rerun never duplicates samples.",
+    )
+
+    def __post_init__(self) -> None:
+        _check(
+            self.address is None or self.address in ("local", "auto") or self.address.startswith("ray://"),
+            "cluster.address",
+            self.address,
+            "'local', 'auto' or 'ray://host:port'",
+        )
+        _check(self.num_cpus >= 0, "cluster.num_cpus", self.num_cpus, "must be >= 0")
+        _check(self.num_gpus >= 0, "cluster.num_gpus", self.num_gpus, "must be >= 0")
+        _check(self.max_retries >= 0, "cluster.max_retries", self.max_retries, "must be >= 0")
+
+
+@dataclass
 class CampaignConfig:
     name: str = doc(
         "campaign",
@@ -804,6 +908,10 @@ class CampaignConfig:
         help="Governance gates, also checked before every Grow; a failing gate pauses (or stops) the "
         "campaign until it passes or an operator overrides it once.",
         factory=GatesConfig,
+    )
+    cluster: ClusterConfig = doc(
+        help="Where Grow shards run: in the worker process (default) or as tasks on a Ray cluster.",
+        factory=ClusterConfig,
     )
 
     def __post_init__(self) -> None:

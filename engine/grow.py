@@ -47,9 +47,7 @@ def sample(
     model.eval()
     if greedy:
         k = 1
-    prompts = [policy.prompt_ids(s) for s in sources]
-    limit = policy.max_length - max_new_tokens
-    prompts = [p[-limit:] if limit > 0 else p[-1:] for p in prompts]  # keep room for the answer
+    prompts = [policy.fit_prompt(policy.prompt_ids(s), max_new_tokens) for s in sources]
     order = sorted(range(len(sources)), key=lambda i: len(prompts[i]))
     per_call = max(1, batch_size // k)
     gen = torch.Generator(device="cpu").manual_seed(seed)

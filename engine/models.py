@@ -82,6 +82,17 @@ class Policy:
             or getattr(self.model.config, "max_position_embeddings", 1024)
         )
 
+    @property
+    def is_seq2seq(self) -> bool:
+        """An encoder-decoder policy (T5, BART): the prompt goes to the encoder, the answer is decoded."""
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
+
+    def fit_prompt(self, ids: list[int], answer_room: int) -> list[int]:
+        """The prompt as the model sees it, leaving `answer_room` positions for the answer: the tail is
+        kept (the end of a prompt holds the separator the answer follows)."""
+        limit = self.max_length - answer_room
+        return ids[-limit:] if limit > 0 else ids[-1:]
+
     def prompt_ids(self, source: str) -> list[int]:
         return self.tokenizer(self.prompt_template.format(source=source), add_special_tokens=False)[
             "input_ids"
