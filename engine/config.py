@@ -350,13 +350,14 @@ class GrowConfig:
     batch_tokens: int | None = doc(
         None,
         "Cap on sequences x (prompt + max_new_tokens) tokens per generate call, on top of batch_size: long "
-        "prompts then get smaller batches, so a Grow batch's memory stays bounded. Not set: batch_size alone.",
+        "prompts then get smaller batches, so a Grow batch's memory stays bounded. Not set: batch_size "
+        "alone.",
     )
     backend: str = doc(
         "hf",
-        "Sampler of Grow, evaluation and Best-of-N. hf: transformers generate, anywhere. vllm: vLLM's offline "
-        "LLM.generate, needs CUDA and `pip install restgov[vllm]` (refused at load otherwise). auto: vllm "
-        "when both are present, else hf. hf by default: the same sampler on every machine.",
+        "Sampler of Grow, evaluation and Best-of-N. hf: transformers generate, anywhere. vllm: vLLM's "
+        "offline LLM.generate, needs CUDA and `pip install restgov[vllm]` (refused at load otherwise). "
+        "auto: vllm when both are present, else hf. hf by default: the same sampler on every machine.",
         choices=GROW_BACKENDS,
     )
 
