@@ -21,11 +21,17 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from . import campaigns, governance, refresh, score  # noqa: E402
+from . import campaigns, governance, lora, refresh, score  # noqa: E402
 from .common import DEFAULT_DB, add_db_argument, open_store, run_command  # noqa: E402
 
 ENTRY_POINT_GROUP = "restgov.commands"
-COMMANDS: tuple[Callable, ...] = (campaigns.register, governance.register, refresh.register, score.register)
+COMMANDS: tuple[Callable, ...] = (
+    campaigns.register,
+    governance.register,
+    refresh.register,
+    score.register,
+    lora.register,
+)
 
 
 def _warn(name: str, e: BaseException) -> None:

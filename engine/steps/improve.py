@@ -50,13 +50,23 @@ def prepare(store, unit: Unit, cfg, run_dir: Path) -> dict:
 
 def run(ctx) -> dict:
     from ..improve import TrainExample
+    from ..lora import policy_for_training, trainable_share
     from ..models import load_policy, save_policy
+    from ..worker import unit_seed
 
     cfg, task, imp = ctx.cfg, ctx.task, ctx.cfg.improve
     kept = pq.read_table(task["train_path"]).to_pylist()
     weighted = imp.loss == "reward_weighted"
     exs = [TrainExample(r["source"], r["target"], r["reward"] if weighted else 1.0) for r in kept]
-    policy = load_policy(task["init_path"], cfg.policy.prompt_template)
+    # With [improve.lora]: the init checkpoint's adapter, or a fresh one over a full checkpoint.
+    policy = policy_for_training(
+        task["init_path"],
+        imp.lora,
+        load_policy,
+        seed=unit_seed(cfg.seed, "lora", task["step_key"]),
+        prompt_template=cfg.policy.prompt_template,
+        chat_template=cfg.policy.chat_template,
+    )
     val = ctx.split("validation", capped=True)
     evaluate = ctx.evaluator(policy, val) if imp.early_stopping else None
     res = ctx.train(
@@ -81,6 +91,8 @@ def run(ctx) -> dict:
         "stopped_early": res.stopped_early,
         "n_train": len(exs),
         "tokens_per_s": res.tokens / max(res.seconds, 1e-9),
+        "trainable_params": trainable_share(policy.model)[0],
+        "lora": imp.lora is not None,
     }
 
 
