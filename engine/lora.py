@@ -50,10 +50,20 @@ def load_adapter_policy(path: str | Path, load_base: Callable, trainable: bool =
     """base + adapter of a LoRA checkpoint: merged for sampling, or unmerged with the adapter trainable."""
     peft = _peft()
     policy = load_base(adapter_base(path), **kwargs)
+    _frozen_base_in_bf16(policy)
     model = peft.PeftModel.from_pretrained(policy.model, str(path), is_trainable=trainable)
     policy.model = model if trainable else model.merge_and_unload()
     policy.model.to(policy.device)
     return policy
+
+
+def _frozen_base_in_bf16(policy) -> None:
+    """On CUDA the frozen base weights are kept in bf16 (half the memory of fp32; forward passes run under
+    bf16 autocast there anyway); peft keeps the trainable adapter weights in fp32. On CPU nothing changes."""
+    if str(policy.device).startswith("cuda"):
+        import torch
+
+        policy.model.to(torch.bfloat16)
 
 
 def add_adapter(policy, spec: LoraSpec, base_path: str | Path, seed: int = 0) -> None:
@@ -70,6 +80,7 @@ def add_adapter(policy, spec: LoraSpec, base_path: str | Path, seed: int = 0) ->
         target_modules=spec.target_modules,
         task_type=task,
     )
+    _frozen_base_in_bf16(policy)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
