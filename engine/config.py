@@ -150,8 +150,9 @@ class Bootstrap:
 class PolicyConfig:
     path: str | None = doc(
         None,
-        "Local Hugging Face causal-LM directory (save_pretrained). Give exactly one of it and "
-        "[policy.scratch]; not set by default: the scratch model needs no model files.",
+        "Local Hugging Face directory (save_pretrained) of a causal LM or an encoder-decoder LM (T5, BART). "
+        "Give exactly one of it and [policy.scratch]; not set by default: the scratch model needs no model "
+        "files.",
     )
     scratch: ScratchModel | None = doc(
         None,
@@ -187,6 +188,12 @@ class PolicyConfig:
             "policy.prompt_template",
             self.prompt_template,
             "must contain {source}",
+        )
+        _check(
+            not (self.chat_template and self.scratch is not None),
+            "policy.chat_template",
+            self.chat_template,
+            "a [policy.scratch] model's tokenizer has no chat template; use it with policy.path",
         )
 
 
@@ -1011,7 +1018,28 @@ def config_from_dict(raw: dict, base_dir: str | Path | None = None) -> CampaignC
     if base_dir is not None:
         _resolve_paths(cfg, Path(base_dir))
         _check_model_dirs(cfg, Path(base_dir))
+        _check_scale(cfg, Path(base_dir))
     return cfg
+
+
+def _check_scale(cfg: CampaignConfig, base: Path) -> None:
+    """At load, where the campaign will run: grow.backend = "vllm" needs vllm and CUDA here (vllm is not
+    imported); [cluster] address needs ray installed; cluster.shared_dir must be an existing folder."""
+    import importlib.util
+
+    if cfg.grow.backend == "vllm":
+        from .vllm_backend import backend_refusal
+
+        if why := backend_refusal():
+            _fail(ConfigError("grow.backend", "vllm", f"{why}; use 'hf' or 'auto'"))
+    c = cfg.cluster
+    if c.address is not None and importlib.util.find_spec("ray") is None:
+        _fail(ConfigError("cluster.address", c.address, "ray is not installed (pip install restgov[ray])"))
+    if c.shared_dir:
+        q = Path(c.shared_dir).expanduser()
+        c.shared_dir = str(q if q.is_absolute() else (base / q).resolve())
+        if not Path(c.shared_dir).is_dir():
+            _fail(ConfigError("cluster.shared_dir", c.shared_dir, f"no such directory (relative to {base})"))
 
 
 def _check_model_dirs(cfg: CampaignConfig, base: Path) -> None:

@@ -147,12 +147,15 @@ def default_comparisons(store, cid: str) -> list[tuple[int, int]]:
 def score_logprobs(
     policy: Policy, sources: Sequence[str], texts: Sequence[str], batch_size: int = 32
 ) -> np.ndarray:
-    """sum log p(text + EOS | prompt) under `policy` per pair (temperature 1), as Grow stores sum_logprob."""
+    """sum log p(text + EOS | prompt) under `policy` per pair (temperature 1), as Grow stores sum_logprob;
+    for an encoder-decoder policy, the decoder's log-probabilities given the prompt in the encoder.
+
+    Tokenised and truncated as Improve trains (engine/improve.py `_encode`), so a text scores as it was
+    trained on: a pair longer than the policy's max_length is scored on the target tokens Improve keeps.
+    """
     import torch
 
-    # Improve's own tokenisation (prompt ids + target ids + EOS), so a text scores as it was trained on.
-    from .improve import TrainExample, _collate, _encode
-    from .models import autocast
+    from .improve import TrainExample, _collate, _encode, policy_logits, token_logprobs
 
     model = policy.model
     was_training = model.training
@@ -167,11 +170,9 @@ def score_logprobs(
                 ids, attn, labels, _ = _collate(
                     [enc[i] for i in idx], policy.tokenizer.pad_token_id, policy.device
                 )
-                with autocast(policy.device):
-                    logits = model(input_ids=ids, attention_mask=attn).logits
-                logits, labels = logits[:, :-1].float(), labels[:, 1:]  # token t+1 from the prefix up to t
-                lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-                out[idx] = (lp * (labels != -100)).sum(1).cpu().numpy()
+                logits = policy_logits(policy, ids, attn, labels)
+                lp = token_logprobs(logits, labels, shifted=not policy.is_seq2seq)
+                out[idx] = lp.sum(1).cpu().numpy()
     finally:
         model.train(was_training)
     return out

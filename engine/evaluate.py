@@ -2,6 +2,10 @@
 
 Best-of-N samples max(N) candidates per source once; the value at N is the mean over sources of the
 best reward among the first N samples, so every point of the curve comes from the same draws.
+
+Both take either sampler's policy: engine.models' Policy (transformers generate) or, on
+`[grow] backend = "vllm"`, engine.vllm_backend's VllmPolicy (`load_sampling_policy` picks by the backend).
+A policy being trained is always a transformers Policy: its validation checks stay on hf.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import Example
-from .grow import sample
 from .models import Policy
 from .rewards import RewardModel, checked_scores
+from .vllm_backend import VllmPolicy, sample_any
 
 
 @dataclass
@@ -26,10 +30,14 @@ class EvalResult:
 
 
 def mean_reward(
-    policy: Policy, reward: RewardModel, examples: list[Example], max_new_tokens: int, batch_size: int
+    policy: Policy | VllmPolicy,
+    reward: RewardModel,
+    examples: list[Example],
+    max_new_tokens: int,
+    batch_size: int,
 ) -> EvalResult:
     """Greedy-decode every source once and score it: the campaign's held-out reward."""
-    cands = sample(
+    cands = sample_any(
         policy,
         [e.source for e in examples],
         k=1,
@@ -50,7 +58,7 @@ def mean_reward(
 
 
 def best_of_n(
-    policy: Policy,
+    policy: Policy | VllmPolicy,
     reward: RewardModel,
     examples: list[Example],
     ns: list[int],
@@ -62,7 +70,7 @@ def best_of_n(
 ) -> dict[int, float]:
     """Mean over sources of max reward among the first N temperature samples, for each N in `ns`."""
     k = max(ns)
-    cands = sample(
+    cands = sample_any(
         policy,
         [e.source for e in examples],
         k=k,

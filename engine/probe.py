@@ -1,9 +1,10 @@
 """Check a campaign's models before anything trains: the policy directory, the reward and each audit metric.
 
-`check_models(cfg, pairs)` raises ConfigError naming the field (`policy.path`, `reward.function`,
-`audit[0].path`, ...) when the policy directory is missing or its config.json is unreadable by transformers'
-AutoConfig, or a reward does not load, or does not return one finite score in [0, 1] per candidate on a probe
-batch of validation (source, reference, reference) triples.
+`check_models(cfg, pairs)` raises ConfigError naming the field (`policy.path`, `policy.chat_template`,
+`reward.function`, `audit[0].path`, ...) when the policy directory is missing, its config.json is unreadable
+by transformers' AutoConfig or names no causal or encoder-decoder language model, policy.chat_template is on
+and its tokenizer has no chat template, or a reward does not load, or does not return one finite score in
+[0, 1] per candidate on a probe batch of validation (source, reference, reference) triples.
 
 Loading a reward imports user code or model weights, so the probe runs in a short child process
 (`python -m engine.probe`, config and pairs as JSON on stdin, one JSON line on stdout on failure), from the
@@ -56,8 +57,10 @@ def _provider_field(table: str, rc: RewardConfig) -> tuple[str, Any]:
     return f"{table}.kind", rc.kind
 
 
-def check_policy(path: str) -> None:
-    """ProbeFailed unless `path` is a directory with a config.json that AutoConfig reads."""
+def check_policy(path: str, chat_template: bool = False) -> None:
+    """ProbeFailed unless `path` is a directory with a config.json that AutoConfig reads, of a model
+    load_policy loads (a causal LM, or an encoder-decoder LM when is_encoder_decoder), and, with
+    `chat_template`, a tokenizer that has a chat template."""
     p = Path(path)
     if not p.is_dir():
         why = "not a directory" if p.exists() else "no such directory"
@@ -67,9 +70,31 @@ def check_policy(path: str) -> None:
     from transformers import AutoConfig
 
     try:
-        AutoConfig.from_pretrained(str(p), local_files_only=True)
+        config = AutoConfig.from_pretrained(str(p), local_files_only=True)
     except Exception as e:  # anything transformers raises on a bad config.json is this field's fault
         raise ProbeFailed("policy.path", path, f"AutoConfig cannot read its config.json: {_reason(e)}") from e
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
+
+    seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+    mapping = MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING if seq2seq else MODEL_FOR_CAUSAL_LM_MAPPING
+    if type(config) not in mapping:
+        kind = "encoder-decoder" if seq2seq else "causal"
+        raise ProbeFailed(
+            "policy.path",
+            path,
+            f"its config ({type(config).__name__}) names no {kind} language model transformers can load",
+        )
+    if chat_template:
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
+        except Exception as e:
+            raise ProbeFailed("policy.path", path, f"its tokenizer does not load: {_reason(e)}") from e
+        if not getattr(tok, "chat_template", None):
+            raise ProbeFailed(
+                "policy.chat_template", True, f"the tokenizer in {path} has no chat template (turn it off)"
+            )
 
 
 def check_reward(table: str, rc: RewardConfig, pairs: list[tuple[str, str]]) -> None:
@@ -99,7 +124,7 @@ def check_reward(table: str, rc: RewardConfig, pairs: list[tuple[str, str]]) -> 
 def run_checks(cfg: CampaignConfig, pairs: list[tuple[str, str]]) -> None:
     """All checks in this process (the child's body); ProbeFailed on the first failure."""
     if cfg.policy.path:
-        check_policy(cfg.policy.path)
+        check_policy(cfg.policy.path, cfg.policy.chat_template)
     check_reward("reward", cfg.reward, pairs)
     for i, a in enumerate(cfg.audit):
         check_reward(f"audit[{i}]", a.reward_config(), pairs)

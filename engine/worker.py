@@ -184,6 +184,8 @@ class Ctx:
             eval_every=imp.eval_every,
             patience=imp.patience,
             on_step=on_step,
+            grad_accum=imp.grad_accum,
+            gradient_checkpointing=imp.gradient_checkpointing,
         )
         # Named per attempt: a rerun's curve is a new shard, which replaces an earlier attempt's on ingest.
         write_parquet_atomic(

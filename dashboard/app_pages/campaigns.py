@@ -3,7 +3,7 @@ progress."""
 
 import streamlit as st
 
-from dashboard import campaigns_create, campaigns_live, queries
+from dashboard import campaigns_create, campaigns_live, grow_placement, queries
 from dashboard.auth import require_page
 from dashboard.service import service
 
@@ -50,3 +50,4 @@ cid = queries.pick_campaign("campaigns_pick")
 if cid:
     campaigns_live.controls(svc, cid, user)
     campaigns_live.panel(svc, cid)
+    grow_placement.section(svc, cid)

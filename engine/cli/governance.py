@@ -126,7 +126,8 @@ def _policies(store, cid: str, grow: int, n: int):
     if missing:
         sys.exit(f"error: --kl needs the checkpoints {missing} of campaign {cid}; recorded: {sorted(paths)}")
     tmpl = row["config"]["policy"]["prompt_template"]
-    return load_policy(paths["base"], tmpl), load_policy(paths[pol], tmpl)
+    chat = bool(row["config"]["policy"].get("chat_template", False))
+    return tuple(load_policy(paths[p], tmpl, chat_template=chat) for p in ("base", pol))
 
 
 def cmd_drift(a: argparse.Namespace) -> int:

@@ -34,7 +34,9 @@ def run(ctx) -> dict:
         policy = Policy(model.to(device), tok, device, cfg.policy.prompt_template)
         trained = True
     else:
-        policy = load_policy(cfg.policy.path, cfg.policy.prompt_template, device)
+        policy = load_policy(
+            cfg.policy.path, cfg.policy.prompt_template, device, chat_template=cfg.policy.chat_template
+        )
         trained = cfg.policy.bootstrap.force
     result: dict = {"trained": trained, "device": device}
     if trained:

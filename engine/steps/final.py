@@ -25,14 +25,17 @@ def prepare(store, unit: Unit, cfg, run_dir: Path) -> dict:
 
 def run(ctx) -> dict:
     from ..evaluate import best_of_n
-    from ..models import load_policy
+    from ..vllm_backend import load_sampling_policy
 
     cfg, task = ctx.cfg, ctx.task
     test = ctx.split("test", capped=True) or ctx.split("validation", capped=True)
     split = "test" if ctx.task["inputs"].get("test") else "validation"
     out: dict = {"split": split, "policies": {}}
     for name, path in task["policies"].items():
-        policy = load_policy(path, cfg.policy.prompt_template)
+        # The final evaluation samples on the campaign's backend (vLLM when grow.backend picks it).
+        policy = load_sampling_policy(
+            path, cfg.policy.prompt_template, cfg.grow.backend, cfg.seed, cfg.policy.chat_template
+        )
         ctx.progress(f"final eval {name}", 0, len(test))
         summary = ctx.evaluate_outputs(policy, name, split, test)
         bon = best_of_n(
