@@ -133,3 +133,25 @@ def test_sample_restores_training_mode(policy: Policy):
         policy.model.eval()
     sample(policy, SOURCES[:2], 1, max_new_tokens=4)
     assert not policy.model.training
+
+
+def test_sum_logprob_equals_the_drift_rescore(policy: Policy):
+    """Grow's sum_logprob is log p(text + EOS | prompt) at temperature 1, as engine.drift.score_logprobs
+    re-scores it from the text, whatever temperature and top-p the sample was drawn with."""
+    from engine.drift import score_logprobs
+
+    cands = sample(policy, SOURCES, 4, temperature=0.7, top_p=0.9, max_new_tokens=MAX_NEW, seed=3)
+    # Ended with EOS (the re-score appends one) and re-encoded to the drawn token count (BPE may merge
+    # decoded text differently; the arith vocabulary keeps digits single tokens). Truncated prompts are
+    # left out: the re-score does not truncate them as Grow does.
+    fits = {i for i, s in enumerate(SOURCES) if len(policy.prompt_ids(s)) <= policy.max_length - MAX_NEW}
+    kept = [
+        c
+        for c in cands
+        if c.source_index in fits
+        and c.n_tokens < MAX_NEW
+        and len(policy.tokenizer(c.text, add_special_tokens=False)["input_ids"]) == c.n_tokens
+    ]
+    assert len(kept) >= len(cands) // 2
+    want = score_logprobs(policy, [SOURCES[c.source_index] for c in kept], [c.text for c in kept])
+    assert [c.sum_logprob for c in kept] == pytest.approx(want.tolist(), abs=1e-4)
