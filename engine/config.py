@@ -346,7 +346,7 @@ class GrowConfig:
     )
     batch_size: int = doc(
         64,
-        "Sequences per generate call (sources x K). Batched calls ran 7 to 11 times faster than one per "
+        "Sequences per sampling batch (sources x K). Batched calls ran 7 to 11 times faster than one per "
         "source in bench/RESULTS.md; 64 (8 sources at K = 8) keeps the padded batch small on CPU.",
     )
     shard_sources: int = doc(
@@ -356,13 +356,13 @@ class GrowConfig:
     )
     batch_tokens: int | None = doc(
         None,
-        "Cap on sequences x (prompt + max_new_tokens) tokens per generate call, on top of batch_size: long "
+        "Cap on sequences x (prompt + max_new_tokens) tokens per sampling batch, on top of batch_size: long "
         "prompts then get smaller batches, so a Grow batch's memory stays bounded. Not set: batch_size "
         "alone.",
     )
     backend: str = doc(
         "hf",
-        "Sampler of Grow, evaluation and Best-of-N. hf: transformers generate, anywhere. vllm: vLLM's "
+        "Sampler of Grow, evaluation and Best-of-N. hf: the transformers model, anywhere. vllm: vLLM's "
         "offline LLM.generate, needs CUDA and `pip install restgov[vllm]` (refused at load otherwise). "
         "auto: vllm when both are present, else hf. hf by default: the same sampler on every machine.",
         choices=GROW_BACKENDS,
