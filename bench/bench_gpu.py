@@ -77,7 +77,9 @@ def grow(args, emit) -> None:
 
     policy, _ = build(args.vocab, args.hidden, args.layers)
     srcs = texts(args.sources, args.vocab, 16, 48, 1)
-    kw = dict(k=args.k, temperature=0.8, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=3)
+    kw = dict(
+        k=args.k, temperature=0.8, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=3
+    )
     sample(policy, srcs[:32], **kw)  # warm-up: CUDA context, kernels
     former_grow_sample(policy, srcs[:32], **kw)
     new, t_new, m_new = timed(lambda: sample(policy, srcs, **kw))
@@ -98,9 +100,9 @@ def grow(args, emit) -> None:
                 peak_mib=round(m, 1),
             )
         )
-    emit(dict(part="grow", compare="same texts", equal=same, of=n, max_logprob_diff=lp, speedup=t_old / t_new))
-    del policy
-    torch.cuda.empty_cache()
+    emit(
+        dict(part="grow", compare="same texts", equal=same, of=n, max_logprob_diff=lp, speedup=t_old / t_new)
+    )
 
 
 def grow_memory(args, emit) -> None:
@@ -126,8 +128,6 @@ def grow_memory(args, emit) -> None:
                 same_texts=sum(a.text == b.text for a, b in zip(new, old)),
             )
         )
-    del policy
-    torch.cuda.empty_cache()
 
 
 def improve(args, emit, tmp: Path) -> None:
@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(args.out).parent / "lora-base"
     tmp.mkdir(parents=True, exist_ok=True)
     for part in (grow, grow_memory):
-        part(args, emit)
+        part(args, emit)  # each part's models are freed when it returns
+        torch.cuda.empty_cache()
     improve(args, emit, tmp)
     Path(args.out).write_text(json.dumps(rows, indent=2))
     return 0
