@@ -84,11 +84,26 @@ def grow(args, emit) -> None:
     former_grow_sample(policy, srcs[:32], **kw)
     new, t_new, m_new = timed(lambda: sample(policy, srcs, **kw))
     old, t_old, m_old = timed(lambda: former_grow_sample(policy, srcs, **kw))
+    import engine.grow as eg
+
+    own = eg._own_loop_ok
+    eg._own_loop_ok = lambda *a: False  # engine.grow's fallback: generate + chosen-token log-prob recorder
+    try:
+        sample(policy, srcs[:32], **kw)
+        fb, t_fb, m_fb = timed(lambda: sample(policy, srcs, **kw))
+    finally:
+        eg._own_loop_ok = own
+    emit(dict(part="grow", own_loop=own(policy.model, False)))
     same = sum(a.text == b.text for a, b in zip(new, old))
     lp = max(abs(a.sum_logprob - b.sum_logprob) for a, b in zip(new, old))
     n = len(new)
     tokens = sum(c.n_tokens for c in new)
-    for name, t, m in (("restgov sampler", t_new, m_new), ("former generate sampler", t_old, m_old)):
+    runs = (
+        ("restgov sampler", t_new, m_new),
+        ("former generate sampler", t_old, m_old),
+        ("restgov fallback (generate + log-prob recorder)", t_fb, m_fb),
+    )
+    for name, t, m in runs:
         emit(
             dict(
                 part="grow",
@@ -103,6 +118,8 @@ def grow(args, emit) -> None:
     emit(
         dict(part="grow", compare="same texts", equal=same, of=n, max_logprob_diff=lp, speedup=t_old / t_new)
     )
+    same_fb = sum(a.text == b.text for a, b in zip(fb, old))
+    emit(dict(part="grow", compare="fallback vs former: same texts", equal=same_fb, of=n))
 
 
 def grow_memory(args, emit) -> None:
@@ -112,6 +129,8 @@ def grow_memory(args, emit) -> None:
 
     policy, _ = build(128_256, args.hidden, 2)
     srcs = texts(8, 128_256, 16, 32, 2)
+    sample(policy, srcs, k=8, max_new_tokens=8, batch_size=64)  # warm-up for these shapes
+    former_grow_sample(policy, srcs, k=8, max_new_tokens=8, batch_size=64)
     for t in (64, 128):
         kw = dict(k=8, temperature=0.8, max_new_tokens=t, batch_size=64, seed=5)
         new, t_new, m_new = timed(lambda kw=kw: sample(policy, srcs, **kw))

@@ -153,7 +153,7 @@ def _own_loop_ok(model: torch.nn.Module, seq2seq: bool) -> bool:
         return False  # prompt tuning / prefix tuning prepend virtual tokens: generate handles those
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(base.forward).parameters
-    if "cache" not in params:
+    if _cache_kwarg(model) is None:
         return False
     if seq2seq:
         return "encoder_outputs" in params and "decoder_input_ids" in params and hasattr(base, "get_encoder")
@@ -305,6 +305,19 @@ def _preallocate(cache: object, capacity: int) -> None:
             layers[i] = _PreallocLayer(layer.keys, layer.values, max(capacity, layer.keys.shape[-2]))
 
 
+def _cache_kwarg(model: torch.nn.Module) -> str | None:
+    """The forward's name for the KV cache: `cache` (transformers >= 5.2x), `past_key_values` before."""
+    for name in ("cache", "past_key_values"):
+        if _takes(model, name):
+            return name
+    return None
+
+
+def _cache_of(out) -> object:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def _takes(model: torch.nn.Module, name: str) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return name in inspect.signature(base.forward).parameters
@@ -330,11 +343,12 @@ def _decoder_loop(
     padded = not bool(attn.all())  # no padding: no mask at all, the model's fastest path
     extra = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
     pick = _Picker(temperature, top_p, greedy, seed, device, len(prompts) * k)
+    cache_kw = _cache_kwarg(model)
     with autocast(device):
         out = model(
             input_ids=ids, attention_mask=attn if padded else None, position_ids=pos, use_cache=True, **extra
         )
-    cache, first = out.cache, out.logits[:, -1].float()
+    cache, first = _cache_of(out), out.logits[:, -1].float()
     del out
     _preallocate(cache, width + max_new_tokens)
     if k > 1:
@@ -358,7 +372,7 @@ def _decoder_loop(
                 input_ids=tok[:, None],
                 attention_mask=mask,
                 position_ids=state["pos"],
-                cache=cache,
+                **{cache_kw: cache},
                 use_cache=True,
             )
         return o.logits[:, -1]
@@ -393,10 +407,11 @@ def _seq2seq_loop(
     attn = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts], device=device)
     start = torch.full((len(prompts), 1), _decoder_start(model), device=device)
     pick = _Picker(temperature, top_p, greedy, seed, device, len(prompts) * k)
+    cache_kw = _cache_kwarg(model)
     with autocast(device):
         enc = model.get_encoder()(input_ids=ids, attention_mask=attn, return_dict=True)
         out = model(encoder_outputs=enc, attention_mask=attn, decoder_input_ids=start, use_cache=True)
-    cache, first, hidden = out.cache, out.logits[:, -1].float(), enc.last_hidden_state
+    cache, first, hidden = _cache_of(out), out.logits[:, -1].float(), enc.last_hidden_state
     del out, enc
     _preallocate(cache, 1 + max_new_tokens)
     if k > 1:
@@ -414,7 +429,7 @@ def _seq2seq_loop(
                 encoder_outputs=BaseModelOutput(last_hidden_state=state["hidden"]),
                 attention_mask=state["attn"],
                 decoder_input_ids=tok[:, None],
-                cache=cache,
+                **{cache_kw: cache},
                 use_cache=True,
             )
         return o.logits[:, -1]
