@@ -30,6 +30,7 @@ COMMANDS = [
     "drift",
     "reward-refresh",
     "score",
+    "merge-lora",
     "dashboard",
     "users",
     "reward-test",

@@ -116,10 +116,12 @@ def test_grad_accum_and_checkpointing_match_one_big_batch(llama_dir: Path):
 
 def test_campaign_resumes_from_an_adapter_checkpoint(llama_dir: Path, tmp_path: Path):
     """A ReST campaign on the Llama policy with LoRA: SIGKILLed once its first Improve has saved an adapter,
-    resumed, it runs to DONE; every Improve checkpoint is an adapter over the base checkpoint."""
+    resumed, it runs to DONE (the second Improve warm-starts from that adapter, the final evaluation samples
+    from base + adapter merged); every Improve checkpoint is an adapter over the base checkpoint."""
     cfg = write_tiny_campaign(
         tmp_path / "lora",
         mode="rest",
+        grows=1,
         improve='rule = "percentile"\npercentiles = [0.0, 50.0]\nlora = { r = 4, alpha = 8.0 }',
     )
     text = cfg.read_text()
@@ -157,10 +159,11 @@ def test_campaign_resumes_from_an_adapter_checkpoint(llama_dir: Path, tmp_path: 
     improves = sorted(
         p.name for p in runs.iterdir() if p.name.startswith("g") and not p.name.endswith(".tmp")
     )
-    assert improves == ["g1-i1", "g1-i2", "g2-i1", "g2-i2"]
+    assert improves == ["g1-i1", "g1-i2"]  # g1-i2 warm-starts from the adapter saved before the kill
     for name in improves:
         assert is_adapter_dir(runs / name)
         base = json.loads((runs / name / "adapter_config.json").read_text())["base_model_name_or_path"]
         assert base == str((runs / "base").resolve())
+    assert json.loads((runs / "g1-i2" / "restgov.json").read_text())["init"] == str(runs / "g1-i1")
     steps = {(s["grow"], s["improve"]): s for s in st["steps"]}
-    assert set(steps) >= {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert set(steps) >= {(1, 1), (1, 2)}
