@@ -110,6 +110,16 @@ def write_tiny_campaign(
     return path
 
 
+def edit_toml(cfg_path: Path, replace: dict[str, str] | None = None, append: str = "") -> Path:
+    """Edit a tiny campaign's TOML: replace exact snippets (each must be present), append tables."""
+    text = cfg_path.read_text()
+    for old, new in (replace or {}).items():
+        assert old in text, f"{old!r} not in {cfg_path}"
+        text = text.replace(old, new)
+    cfg_path.write_text(text + append)
+    return cfg_path
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run fastest on one intra-op thread, and the 2 cores may be shared with other processes."""
