@@ -120,6 +120,39 @@ def edit_toml(cfg_path: Path, replace: dict[str, str] | None = None, append: str
     return cfg_path
 
 
+# Test files by how long they take (tiny campaigns, a Ray cluster, the browser: minutes each), longest first.
+# tests/run.sh hands whole files to two processes in collection order: starting with the long ones keeps the
+# two busy to the end instead of leaving one idle while the other runs the last long file.
+LONG_FIRST = (
+    "test_governance.py",
+    "test_gates.py",
+    "test_campaign.py",
+    "test_governance_runs.py",
+    "test_cli.py",
+    "test_cluster.py",
+    "test_browser.py",
+    "test_lora.py",
+    "test_page_governance.py",
+    "test_page_campaigns.py",
+    "test_architectures.py",
+    "test_recipes.py",
+    "test_browser_nav.py",
+    "test_browser_concurrent.py",
+    "test_rating_leases.py",
+    "test_refresh.py",
+    "test_reward_formats.py",
+    "test_browser_sessions.py",
+    "test_grow_sampler.py",
+    "test_worker.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long files first (LONG_FIRST), the rest in their usual order; tests keep their order within a file."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run fastest on one intra-op thread, and the 2 cores may be shared with other processes."""

@@ -13,5 +13,9 @@ ruff check .            # lint, line length 110 included
 ruff format --check .   # formatting
 # The demo recipes end to end (marker `demo`, 4 minutes) run on request: bash tests/run.sh -m demo
 # Two test processes (RESTGOV_TEST_WORKERS, 0 for one process), each taking whole files so that a module's
-# fixtures are built once; the workers each campaign starts use one torch thread on a machine this small.
-python -m pytest -q --durations=20 -n "${RESTGOV_TEST_WORKERS:-2}" --dist loadfile -m "not demo" "$@"
+# fixtures are built once, longest files first (tests/conftest.py LONG_FIRST; --no-loadscope-reorder keeps
+# that order); each process and the campaign workers it starts use one torch thread (two processes on two
+# cores with two threads each slowed each other several times over).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+python -m pytest -q --durations=20 -n "${RESTGOV_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder \
+    -m "not demo" "$@"
