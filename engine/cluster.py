@@ -74,7 +74,7 @@ def run_shards(ctx, blocks: dict, backend: str, done_sources: int, total: int) -
     job = {
         "config": ctx.task["config"],
         "task": {key: ctx.task.get(key) for key in ("grow", "policy", "policy_path", "base_path")},
-        "threads": ctx.threads,
+        "threads": task_threads(ctx.threads, c.num_cpus),
         "backend": backend,
         "out": str(out),
     }
@@ -112,6 +112,12 @@ def run_shards(ctx, blocks: dict, backend: str, done_sources: int, total: int) -
         for ref in pending:  # the worker is failing or being stopped: no orphan tasks keep running
             ray.cancel(ref, force=True)
     return placed
+
+
+def task_threads(worker_threads: int, num_cpus: float) -> int:
+    """torch threads of a shard task: the worker's count, capped by the CPUs the task asked Ray for (a
+    task with more threads than its CPUs would slow the tasks Ray packs beside it)."""
+    return worker_threads if num_cpus < 1 else max(1, min(worker_threads, int(num_cpus)))
 
 
 def _nodes(ray) -> list[dict]:

@@ -836,7 +836,11 @@ class ClusterConfig:
         "Folder every Ray node can read and write (a shared filesystem path) where shard files are written "
         "before the controller ingests them. Not set: the campaign's run folder, right for 'local' only.",
     )
-    num_cpus: float = doc(1.0, "CPUs each shard task asks Ray for. 1: one torch thread per shard task.")
+    num_cpus: float = doc(
+        1.0,
+        "CPUs each shard task asks Ray for; a task runs min(threads, num_cpus) torch threads (the worker's "
+        "count below 1). 1: one torch thread per shard task, as many tasks at once as a node has CPUs.",
+    )
     num_gpus: float = doc(0.0, "GPUs each shard task asks Ray for; 0 runs shards on CPU nodes.")
     max_retries: int = doc(
         3,

@@ -146,3 +146,13 @@ def test_ray_grow_survives_a_killed_worker_and_equals_the_local_grow(tmp_path, r
     with closing(duckdb.connect(str(db), read_only=True)) as con:
         steps = con.execute("SELECT step_key, seconds FROM steps WHERE campaign_id = ?", [cid]).fetchall()
     print(f"ray campaign: {seconds:.1f} s; steps: {steps}; local Grow {local['seconds']:.1f} s")
+
+
+def test_a_shard_task_runs_no_more_torch_threads_than_the_cpus_it_asked_for():
+    from engine.cluster import task_threads
+
+    assert task_threads(8, 1.0) == 1  # 8 worker threads, one CPU per task: one thread
+    assert task_threads(8, 4.0) == 4
+    assert task_threads(2, 4.0) == 2  # fewer threads than CPUs: the worker's count stands
+    assert task_threads(4, 0.0) == 4  # a GPU task asking for no CPU keeps the worker's count
+    assert task_threads(3, 0.5) == 3
