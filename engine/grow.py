@@ -8,12 +8,15 @@ Each prompt is encoded once: the B prompts of a batch are prefilled (decoder-onl
 their first decoder step (encoder-decoder), then the KV cache (and encoder states) is repeated K times and
 the K samples are decoded together by a plain loop. Only the log-prob of each chosen token is kept, so
 memory per step is one (B*K, vocabulary) row of logits, never (B*K, steps, vocabulary). Models whose
-forward the loop cannot drive (no `cache` argument, prompt-learning adapters) go through `generate`
-with a logits processor that gathers the chosen tokens' log-probs step by step.
+forward the loop cannot drive (no `cache`/`past_key_values` argument, prompt-learning adapters), and
+checkpoints whose generation_config constrains the next token (forced BOS/EOS, repetition penalties,
+suppressed tokens: `generation_settings`), go through `generate` with a logits processor that gathers the
+chosen tokens' raw log-probs step by step, before generate's own processors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,9 +143,43 @@ def decode_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """K continuations of each prompt: generated ids (B*K, T), rows grouped by prompt and padded after
     their first EOS, and each token's log-prob under the raw distribution (B*K, T)."""
-    drive = _own_loop_ok(policy.model, policy.is_seq2seq)
+    drive = _own_loop_ok(policy.model, policy.is_seq2seq) and not generation_settings(policy.model)
     fn = (_seq2seq_loop if policy.is_seq2seq else _decoder_loop) if drive else _generate_batch
     return fn(policy, prompts, k, temperature, top_p, max_new_tokens, greedy, seed)
+
+
+# generation_config settings that change which tokens may come next. The own loop applies temperature and
+# top-p only; a checkpoint that sets any of these (mBART's forced target-language BOS, a repetition penalty
+# of an instruct model) is sampled through generate, which applies them, after the log-prob recorder.
+_GENERATION_SETTINGS = {
+    "repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "encoder_no_repeat_ngram_size": (None, 0),
+    "encoder_repetition_penalty": (None, 1.0),
+    "bad_words_ids": (None,),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "forced_decoder_ids": (None,),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "sequence_bias": (None,),
+    "min_length": (None, 0),
+    "min_new_tokens": (None, 0),
+}
+
+
+def generation_settings(model: torch.nn.Module) -> dict:
+    """The token-constraining settings of `model`'s generation_config that differ from off, by name."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    gc = getattr(base, "generation_config", None)
+    if gc is None:
+        return {}
+    out = {}
+    for name, off in _GENERATION_SETTINGS.items():
+        v = getattr(gc, name, None)
+        if v not in off and v != []:
+            out[name] = v
+    return out
 
 
 def _own_loop_ok(model: torch.nn.Module, seq2seq: bool) -> bool:
@@ -438,27 +475,39 @@ def _seq2seq_loop(
 
 
 class _ChosenLogprob(LogitsProcessor):
-    """Placed first among generate's logits processors, it sees each step's raw scores; at the next call
-    the last column of input_ids is the token chosen from them, whose log-prob it keeps. Holds one
-    (rows, vocabulary) step at a time."""
+    """The raw log-prob of each token generate draws. A forward hook on the model keeps the log-softmax of
+    each step's raw logits (what the model returned, before any logits processor of generate or of the
+    checkpoint's generation_config); as a logits processor it learns, at the next step, which token was
+    drawn (the last column of input_ids) and keeps that token's log-prob. Holds at most two (rows,
+    vocabulary) steps at a time."""
 
     def __init__(self) -> None:
-        self.prev: torch.Tensor | None = None
+        self.raw: list[torch.Tensor] = []  # log-softmax of steps whose drawn token is not known yet
         self.lps: list[torch.Tensor] = []
 
+    def hook(self, module: torch.nn.Module, args: tuple, output) -> None:
+        logits = output.logits if hasattr(output, "logits") else output[0]
+        self.raw.append(torch.log_softmax(logits[:, -1].float(), dim=-1))
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self._take(input_ids[:, -1])
-        self.prev = torch.log_softmax(scores.float(), dim=-1)
+        if len(self.raw) > 1:  # the step before this one: its token is input_ids' last column
+            self._take(input_ids[:, -1])
         return scores
 
     def _take(self, chosen: torch.Tensor) -> None:
-        if self.prev is not None:
-            self.lps.append(self.prev.gather(1, chosen[:, None]).squeeze(1))
-            self.prev = None
+        self.lps.append(self.raw.pop(0).gather(1, chosen[:, None]).squeeze(1))
 
     def finish(self, new: torch.Tensor) -> torch.Tensor:
         self._take(new[:, -1])
         return torch.stack(self.lps, 1)
+
+
+@contextlib.contextmanager
+def _removing(handle):
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _generate_batch(
@@ -471,8 +520,9 @@ def _generate_batch(
     greedy: bool,
     seed: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same batch through model.generate, for models the own loop cannot drive. Temperature and top-p
-    are passed as processors after the log-prob recorder, so it records the raw distribution."""
+    """The same batch through model.generate, for models the own loop cannot drive and checkpoints whose
+    generation_config constrains the next token; the recorder takes each drawn token's log-prob from the
+    raw logits, whatever processors generate applies."""
     tok, device, model = policy.tokenizer, policy.device, policy.model
     width = max(len(p) for p in prompts)
     pad = tok.pad_token_id
@@ -484,6 +534,9 @@ def _generate_batch(
     attn = torch.tensor([r[1] for r in rows], device=device)
     rec = _ChosenLogprob()
     procs = LogitsProcessorList([rec])
+    # On the transformers model itself: a peft wrapper's generate calls the wrapped model's forward.
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    handle = inner.register_forward_hook(rec.hook)
     if not greedy and temperature != 1.0:
         procs.append(TemperatureLogitsWarper(temperature))
     if not greedy and top_p < 1.0:
@@ -491,7 +544,7 @@ def _generate_batch(
     # generate samples from the global generator: seed it inside a fork, so the caller's state is kept.
     with torch.random.fork_rng(devices=[] if device == "cpu" else None):
         torch.manual_seed(seed)
-        with autocast(device):
+        with autocast(device), _removing(handle):
             seq = model.generate(
                 input_ids=input_ids,
                 attention_mask=attn,

@@ -273,3 +273,53 @@ def test_same_seed_same_candidates_and_batch_tokens_caps_batches(policy: Policy)
     g2 = sample(policy, SOURCES, 1, greedy=True, max_new_tokens=MAX_NEW, batch_tokens=1)  # one per batch
     assert [(x.text, x.n_tokens) for x in g1] == [(x.text, x.n_tokens) for x in g2]
     assert [x.sum_logprob for x in g1] == pytest.approx([x.sum_logprob for x in g2], abs=1e-4)
+
+
+def _raw_rescore_matches(policy: Policy, cands) -> None:
+    """sum_logprob of the candidates that ended with EOS equals a teacher-forced rescore of the raw model."""
+    ended = [
+        c
+        for c in cands
+        if c.n_tokens < MAX_NEW
+        and len(policy.tokenizer(c.text, add_special_tokens=False)["input_ids"]) == c.n_tokens
+    ]
+    assert ended
+    srcs, texts = [SOURCES[c.source_index] for c in ended], [c.text for c in ended]
+    want = _seq2seq_rescore(policy, srcs, texts) if policy.is_seq2seq else score_logprobs(policy, srcs, texts)
+    assert [c.sum_logprob for c in ended] == pytest.approx(list(want), abs=1e-4)
+
+
+def test_a_checkpoint_that_forces_its_first_token_is_sampled_through_generate(tmp_path: Path):
+    """mBART-style checkpoints force the first decoded token (the target language); the own loop would
+    ignore that, so such a checkpoint is sampled through generate. Every candidate starts with the forced
+    token, and sum_logprob is still the raw policy's (a teacher-forced rescore), not the forced distribution's
+    (where the forced token has log-prob 0)."""
+    from engine.grow import generation_settings
+
+    policy = _policy("bart", tmp_path / "bart")
+    assert generation_settings(policy.model) == {}
+    forced = 2 + WORDS.index("w7")
+    policy.model.generation_config.forced_bos_token_id = forced
+    assert generation_settings(policy.model) == {"forced_bos_token_id": forced}
+    new, logp = decode_batch(policy, _prompts(policy), 3, 0.9, 1.0, MAX_NEW, greedy=False, seed=2)
+    assert new[:, 0].tolist() == [forced] * len(new)
+    assert (logp[:, 0] < -1e-3).all()  # the raw model does not put all its mass on the forced token
+    cands = sample(policy, SOURCES, 3, temperature=0.9, max_new_tokens=MAX_NEW, seed=2)
+    assert all(c.text.split()[0] == "w7" for c in cands if c.n_tokens)
+    _raw_rescore_matches(policy, cands)
+
+
+def test_a_checkpoint_that_suppresses_tokens_never_draws_them(tmp_path: Path):
+    """A causal checkpoint whose generation_config suppresses tokens: sampled through generate, the token
+    never appears, and sum_logprob is the raw policy's."""
+    from engine.grow import generation_settings
+
+    policy = _policy("llama", tmp_path / "llama")
+    before = sample(policy, SOURCES, 3, temperature=0.9, max_new_tokens=MAX_NEW, seed=2)
+    drawn = [w for c in before for w in c.text.split()]
+    top = max(set(drawn), key=drawn.count)  # the word the unconstrained policy draws most
+    policy.model.generation_config.suppress_tokens = [2 + WORDS.index(top)]
+    assert set(generation_settings(policy.model)) == {"suppress_tokens"}
+    cands = sample(policy, SOURCES, 3, temperature=0.9, max_new_tokens=MAX_NEW, seed=2)
+    assert all(top not in c.text.split() for c in cands)
+    _raw_rescore_matches(policy, cands)
