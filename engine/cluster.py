@@ -29,7 +29,7 @@ import socket
 import time
 from pathlib import Path
 
-from .worker import write_atomic
+from .worker import Scorer, write_atomic
 
 
 def shard_dir(ctx) -> Path:
@@ -152,38 +152,14 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 _MODELS: dict = {}  # per Ray worker process: (policy path, base path, backend) -> ShardModels
 
 
-class ShardEnv:
-    """What grow_shard needs from the worker's Ctx, rebuilt on a Ray node from the task's config."""
+class ShardEnv(Scorer):
+    """What grow_shard needs from the worker's Ctx (its config, task and scorers), rebuilt on a Ray node."""
 
     def __init__(self, cfg_dict: dict, task: dict):
         from .config import config_from_dict
 
-        self.cfg = config_from_dict(cfg_dict)
+        super().__init__(config_from_dict(cfg_dict))
         self.task = task
-        self._reward = self._audits = None
-
-    @property
-    def reward(self):
-        if self._reward is None:
-            from .rewards import load_reward
-
-            self._reward = load_reward(self.cfg.reward)
-        return self._reward
-
-    def score(self, sources, texts, references, ids) -> list[float]:
-        from .rewards import checked_scores
-
-        return checked_scores(self.reward, sources, texts, references, ids=ids)
-
-    def audit_scores(self, sources, texts, references, ids) -> dict[str, list[float]]:
-        from .rewards import checked_scores, load_reward
-
-        if self._audits is None:
-            self._audits = {a.name: load_reward(a.reward_config()) for a in self.cfg.audit}
-        return {
-            name: checked_scores(m, sources, texts, references, ids=[f"{i} ({name})" for i in ids])
-            for name, m in self._audits.items()
-        }
 
 
 def shard_task(job: dict, j: int, rows: list[tuple], mixed: list[bool]) -> dict:
@@ -206,7 +182,6 @@ def shard_task(job: dict, j: int, rows: list[tuple], mixed: list[bool]) -> dict:
         return info | {"seconds": 0.0, "reused": True}
     write_atomic(out / f"shard-{j:05d}.start.json", json.dumps(info | {"t": time.time()}))
     torch.set_num_threads(job["threads"])
-    env = ShardEnv(job["config"], job["task"])
     key = (
         job["task"]["policy_path"],
         job["task"].get("base_path"),
@@ -215,6 +190,7 @@ def shard_task(job: dict, j: int, rows: list[tuple], mixed: list[bool]) -> dict:
     )
     if key not in _MODELS:
         _MODELS.clear()  # one Grow's models at a time in a worker process
+        env = ShardEnv(job["config"], job["task"])
         _MODELS[key] = (ShardModels(job["task"], env.cfg, job["backend"]), env)
     models, env = _MODELS[key]
     block = [Example(i, s, r or "") for i, s, r in rows]

@@ -197,13 +197,13 @@ def fine_tune(
                 (loss_mb / len(micro)).backward()
                 loss_sum += loss_mb.item()
                 n += n_mb
-            loss = torch.tensor(loss_sum / len(micro))
+            loss = loss_sum / len(micro)
             torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
             opt.step()
             sched.step()
             step += 1
             res.tokens += n
-            point = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "val_reward": None}
+            point = {"step": step, "loss": loss, "lr": sched.get_last_lr()[0], "val_reward": None}
             res.curve.append(point)
             if on_step:
                 on_step(point | {"total": total})

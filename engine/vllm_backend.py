@@ -56,14 +56,6 @@ def request_seed(seed: int, source_index: int) -> int:
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
-def adapter_base(path: str | Path) -> str | None:
-    """The base model directory of a LoRA checkpoint (a folder with adapter_config.json), else None."""
-    cfg = Path(path) / "adapter_config.json"
-    if not cfg.is_file():
-        return None
-    return json.loads(cfg.read_text())["base_model_name_or_path"]
-
-
 class VllmPolicy:
     """A checkpoint served by vLLM for sampling: a full model directory, or a base model plus a LoRA
     adapter directory. Only sampling goes through vLLM; training and log-prob scoring stay in transformers."""
@@ -79,7 +71,9 @@ class VllmPolicy:
         from .models import Policy
 
         self.path = str(path)
-        base = adapter_base(path)
+        from .lora import adapter_base, is_adapter_dir
+
+        base = str(adapter_base(path)) if is_adapter_dir(path) else None
         model_dir = base or self.path
         config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
         if getattr(config, "is_encoder_decoder", False):

@@ -61,24 +61,22 @@ class Events:
         self._f.write(json.dumps({"t": time.time(), "kind": kind, **fields}) + "\n")
 
 
-class Ctx:
-    def __init__(self, step_dir: Path):
-        self.dir = step_dir
-        self.task = json.loads((step_dir / "task.json").read_text())
-        self.cfg: CampaignConfig = config_from_dict(self.task["config"])
-        self.events = Events(step_dir / "events.jsonl")
-        (step_dir / "shards").mkdir(exist_ok=True)
+class Scorer:
+    """The campaign's reward and audit metrics, each loaded on first use, scoring candidates: what a Grow
+    shard needs wherever it runs (the worker's Ctx, a Ray task's engine.cluster.ShardEnv)."""
+
+    def __init__(self, cfg: CampaignConfig):
+        self.cfg = cfg
         self._reward = None
         self._audits: dict | None = None
 
     @property
-    def threads(self) -> int:
-        """torch threads of this worker: the config's, else 1 on <= 2 cores, else half the cores."""
-        n = self.cfg.threads
-        if not n:
-            cores = os.cpu_count() or 1
-            n = 1 if cores <= 2 else cores // 2
-        return n
+    def reward(self):
+        if self._reward is None:
+            from .rewards import load_reward
+
+            self._reward = load_reward(self.cfg.reward)
+        return self._reward
 
     def score(self, sources, texts, references, ids) -> list[float]:
         """The campaign reward of each candidate (NaN or inf refused, naming the candidate)."""
@@ -104,6 +102,24 @@ class Ctx:
             for name, m in self.audits.items()
         }
 
+
+class Ctx(Scorer):
+    def __init__(self, step_dir: Path):
+        self.dir = step_dir
+        self.task = json.loads((step_dir / "task.json").read_text())
+        super().__init__(config_from_dict(self.task["config"]))
+        self.events = Events(step_dir / "events.jsonl")
+        (step_dir / "shards").mkdir(exist_ok=True)
+
+    @property
+    def threads(self) -> int:
+        """torch threads of this worker: the config's, else 1 on <= 2 cores, else half the cores."""
+        n = self.cfg.threads
+        if not n:
+            cores = os.cpu_count() or 1
+            n = 1 if cores <= 2 else cores // 2
+        return n
+
     def evaluate_outputs(self, policy, name: str, split: str, examples: list[Example]) -> dict:
         """Greedy outputs of `policy` on `examples`, scored by the reward and the audit metrics, written as
         an outputs shard (the human gate rates them; the audit gate compares them across checkpoints).
@@ -126,14 +142,6 @@ class Ctx:
             "mean_tokens": sum(res.n_tokens) / len(res.n_tokens) if res.n_tokens else None,
             "audit": {m: sum(v) / len(v) for m, v in audits.items() if v},
         }
-
-    @property
-    def reward(self):
-        if self._reward is None:
-            from .rewards import load_reward
-
-            self._reward = load_reward(self.cfg.reward)
-        return self._reward
 
     def split(self, name: str, capped: bool = False) -> list[Example]:
         path = self.task["inputs"].get(name)
